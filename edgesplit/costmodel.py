@@ -1,0 +1,226 @@
+"""The round-time cost model of DESIGN.md, vectorised over devices x cuts.
+
+Notation (DESIGN.md, normative): layers ``l = 1..L``; a cut ``c`` in ``1..L`` means the device runs
+layers ``1..c``. With ``F(c) = sum_{l<=c} (fwd_s + bwd_s)`` and ``W(c) = sum_{l<=c} param_bytes``:
+
+- compute   ``A_i(c) = K_i b (F(c)/speed_i + (F(L) - F(c))/speed_S_i)``
+- traffic   ``V_i(c) = 8 (K_i b 2 act[c] + 2 W(c))`` for ``c < L``, ``V_i(L) = 16 W(L)``
+- time      ``T_i = A_i(c_i) + V_i(c_i) / (beta_i rate_i)``, round time ``T = max_i T_i``
+- memory    ``3 W(c) + b sum_{l<=c} act[l] <= memory_i``
+
+Arrays here are indexed ``[i, c - 1]``. Traffic over a zero rate or a zero share is an infinite
+time, never a NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgesplit.errors import InfeasibleError
+from edgesplit.scenario import Scenario
+
+
+def prefix_train_seconds(profile_train_s: np.ndarray) -> np.ndarray:
+    """``F(c)`` for ``c = 1..L`` (seconds per sample)."""
+    return np.cumsum(profile_train_s)
+
+
+def memory_need_bytes(param_bytes: np.ndarray, activation_bytes: np.ndarray, batch_size: int) -> np.ndarray:
+    """Device memory needed for each cut ``c = 1..L``: ``3 W(c) + b sum_{l<=c} act[l]``."""
+    return 3.0 * np.cumsum(param_bytes) + batch_size * np.cumsum(activation_bytes)
+
+
+@dataclass(eq=False)
+class CostModel:
+    """Precomputed cost arrays of one scenario.
+
+    Attributes (N devices, L cuts):
+        compute_s  ``A[i, c-1]``, seconds of compute per round
+        traffic_bits ``V[i, c-1]``, bits per round
+        feasible   ``[i, c-1]``, whether cut c fits device i's memory
+        rate_bps   ``[i]``, link rates (whole band)
+    """
+
+    scenario: Scenario
+    compute_s: np.ndarray
+    traffic_bits: np.ndarray
+    feasible: np.ndarray
+    rate_bps: np.ndarray
+    memory_need: np.ndarray
+
+    @classmethod
+    def from_scenario(cls, s: Scenario, check_feasible: bool = True) -> "CostModel":
+        """Compute the arrays; raise :class:`InfeasibleError` if a device fits no cut at all."""
+        p = s.profile
+        n, L, b = s.n_devices, s.n_layers, s.batch_size
+        speed = s.array("speed")
+        samples = s.array("samples")
+        iters = np.ceil(samples / b)  # K_i
+        F = prefix_train_seconds(p.train_s)
+        FL = F[-1]
+        speed_server = s.server.speed / (n if s.server.sharing == "shared" else 1)
+        per_round = (iters * b)[:, None]
+        compute = per_round * (F[None, :] / speed[:, None] + (FL - F[None, :]) / speed_server)
+        W = np.cumsum(p.param_bytes)
+        traffic = 8.0 * (per_round * 2.0 * p.activation_bytes[None, :] + 2.0 * W[None, :])
+        traffic[:, L - 1] = 8.0 * 2.0 * W[L - 1]
+        need = memory_need_bytes(p.param_bytes, p.activation_bytes, b)
+        memory = s.array("memory_bytes")
+        feasible = need[None, :] <= memory[:, None]
+        if check_feasible:
+            none = np.flatnonzero(~feasible.any(axis=1))
+            if none.size:
+                i = int(none[0])
+                raise InfeasibleError(
+                    f"devices[{i}].memory_bytes: {memory[i]:.4g} bytes is too small for any cut "
+                    f"(the smallest, cut 1, needs {need[0]:.4g} bytes with batch_size {b})"
+                )
+        return cls(
+            scenario=s,
+            compute_s=compute,
+            traffic_bits=traffic,
+            feasible=feasible,
+            rate_bps=s.array("rate_bps"),
+            memory_need=need,
+        )
+
+    @property
+    def n_devices(self) -> int:
+        """N."""
+        return self.compute_s.shape[0]
+
+    @property
+    def n_layers(self) -> int:
+        """L."""
+        return self.compute_s.shape[1]
+
+    def with_rates(self, rate_bps: np.ndarray) -> "CostModel":
+        """The same model with other link rates (cheap: arrays are shared, not copied)."""
+        rate = np.asarray(rate_bps, dtype=np.float64)
+        if rate.shape != self.rate_bps.shape:
+            raise ValueError(f"rate_bps: expected shape {self.rate_bps.shape}, got {rate.shape}")
+        if np.isnan(rate).any() or (rate < 0).any():
+            raise ValueError("rate_bps: rates must be >= 0 and not NaN")
+        return CostModel(self.scenario, self.compute_s, self.traffic_bits, self.feasible, rate, self.memory_need)
+
+    def deepest_feasible_cut(self) -> np.ndarray:
+        """Per device, the deepest cut (1..L) that fits in memory."""
+        L = self.n_layers
+        return L - np.argmax(self.feasible[:, ::-1], axis=1)
+
+    def select(self, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Compute seconds and traffic bits of each device at its cut (cuts are 1..L)."""
+        idx = np.asarray(cuts, dtype=np.intp) - 1
+        rows = np.arange(self.n_devices)
+        return self.compute_s[rows, idx], self.traffic_bits[rows, idx]
+
+    def device_times(self, cuts: np.ndarray, shares: np.ndarray) -> np.ndarray:
+        """``T_i`` for each device (inf where traffic meets a zero rate or share)."""
+        a, v = self.select(cuts)
+        return a + transfer_seconds(v, np.asarray(shares, dtype=np.float64) * self.rate_bps)
+
+    def round_time(self, cuts: np.ndarray, shares: np.ndarray) -> float:
+        """``T = max_i T_i``."""
+        return float(np.max(self.device_times(cuts, shares)))
+
+    def check_plan(self, cuts: np.ndarray, shares: np.ndarray, sequential: bool = False) -> None:
+        """Raise :class:`InfeasibleError` if cuts are out of range or over memory, or shares are bad."""
+        cuts = np.asarray(cuts)
+        shares = np.asarray(shares, dtype=np.float64)
+        if cuts.shape != (self.n_devices,) or shares.shape != (self.n_devices,):
+            raise InfeasibleError(f"plan: expected {self.n_devices} cuts and shares")
+        if ((cuts < 1) | (cuts > self.n_layers)).any():
+            raise InfeasibleError(f"cuts: must lie in 1..{self.n_layers}, got {cuts.tolist()}")
+        if not self.feasible[np.arange(self.n_devices), cuts - 1].all():
+            i = int(np.flatnonzero(~self.feasible[np.arange(self.n_devices), cuts - 1])[0])
+            raise InfeasibleError(f"cuts[{i}]: cut {cuts[i]} does not fit device {i}'s memory")
+        if np.isnan(shares).any() or (shares < 0).any():
+            raise InfeasibleError("shares: must be >= 0 and not NaN")
+        if not sequential and shares.sum() > 1 + 1e-9:
+            raise InfeasibleError(f"shares: must sum to at most 1, got {shares.sum():.6g}")
+
+
+def transfer_seconds(bits: np.ndarray, rate_bps: np.ndarray) -> np.ndarray:
+    """``bits / rate`` with ``0 / 0 = 0`` and ``x / 0 = inf`` for ``x > 0`` (never NaN)."""
+    bits = np.asarray(bits, dtype=np.float64)
+    rate = np.asarray(rate_bps, dtype=np.float64)
+    out = np.zeros(np.broadcast(bits, rate).shape)
+    pos = bits > 0
+    with np.errstate(divide="ignore"):
+        np.divide(bits, rate, out=out, where=pos & (rate > 0))
+    out[pos & ~(rate > 0)] = np.inf
+    return out
+
+
+def optimal_shares(compute_s: np.ndarray, traffic_bits: np.ndarray, rate_bps: np.ndarray,
+                   rtol: float = 1e-13) -> tuple[np.ndarray, float]:
+    """Shares that minimise ``max_i a_i + v_i / (beta_i r_i)`` subject to ``sum beta <= 1``.
+
+    They equalise the device times of all devices with traffic: ``T`` solves
+    ``sum_i v_i / (r_i (T - a_i)) = 1``. The left side is convex and decreasing in ``T``, so
+    Newton's method started left of the root (at ``max_i a_i + v_i/r_i``, where every term is
+    at most 1 and one term alone is 1) climbs to it monotonically. Returns ``(shares, T)``;
+    shares sum to 1 (devices without traffic get 0). ``T`` is ``inf`` if a device with traffic
+    has a zero rate.
+    """
+    a = np.asarray(compute_s, dtype=np.float64)
+    v_bits = np.asarray(traffic_bits, dtype=np.float64)
+    r = np.asarray(rate_bps, dtype=np.float64)
+    n = a.shape[0]
+    shares = np.zeros(n)
+    pos = v_bits > 0
+    if not pos.any():
+        return np.full(n, 1.0 / n), float(a.max())
+    if (r[pos] <= 0).any():
+        shares[pos] = 1.0 / pos.sum()
+        return shares, math.inf
+    v = v_bits[pos] / r[pos]  # seconds each would need with the whole band
+    ap = a[pos]
+    T = float(np.max(ap + v))
+    for _ in range(100):
+        gap = T - ap
+        terms = v / gap
+        g = terms.sum()
+        if g - 1.0 <= rtol:
+            break
+        dg = (terms / gap).sum()
+        step = (g - 1.0) / dg
+        T += step
+        if step <= rtol * T:
+            break
+    shares[pos] = v / (T - ap)
+    shares /= shares.sum()  # the last Newton iterate is at or left of the root: sum >= 1
+    T_final = float(max(np.max(ap + v / shares[pos]), a[~pos].max(initial=-math.inf)))
+    return shares, T_final
+
+
+def optimal_shares_batch(compute_s: np.ndarray, traffic_bits: np.ndarray, rate_bps: np.ndarray,
+                         iters: int = 60) -> np.ndarray:
+    """Optimal round time for many cut vectors at once (rows of ``compute_s``), by Newton.
+
+    Used by brute force and by the single-cut baselines. ``rate_bps`` broadcasts over rows.
+    """
+    a = np.asarray(compute_s, dtype=np.float64)
+    vb = np.asarray(traffic_bits, dtype=np.float64)
+    r = np.broadcast_to(np.asarray(rate_bps, dtype=np.float64), a.shape)
+    pos = vb > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.where(pos, np.where(r > 0, vb / np.where(r > 0, r, 1.0), np.inf), 0.0)
+    dead = np.isinf(v).any(axis=1)
+    v = np.where(np.isinf(v), 0.0, v)
+    T = np.max(np.where(pos, a + v, a), axis=1)
+    for _ in range(iters):
+        gap = np.where(pos, T[:, None] - a, 1.0)
+        terms = np.where(pos, v / gap, 0.0)
+        g = terms.sum(axis=1)
+        dg = np.where(pos, terms / gap, 0.0).sum(axis=1)
+        step = np.where(g > 1.0, (g - 1.0) / np.where(dg > 0, dg, 1.0), 0.0)
+        T = T + step
+        if np.all(step <= 1e-14 * T):
+            break
+    T = np.maximum(T, a.max(axis=1))
+    T[dead] = np.inf
+    return T
