@@ -1,0 +1,1 @@
+"""Subcommands of the ``edgesplit`` CLI, one module each (see :mod:`edgesplit.cli`)."""
