@@ -147,6 +147,8 @@ def transfer_seconds(bits: np.ndarray, rate_bps: np.ndarray) -> np.ndarray:
     """``bits / rate`` with ``0 / 0 = 0`` and ``x / 0 = inf`` for ``x > 0`` (never NaN)."""
     bits = np.asarray(bits, dtype=np.float64)
     rate = np.asarray(rate_bps, dtype=np.float64)
+    if rate.min(initial=np.inf) > 0:  # fast path: every rate positive
+        return bits / rate
     out = np.zeros(np.broadcast(bits, rate).shape)
     pos = bits > 0
     with np.errstate(divide="ignore"):
@@ -212,6 +214,15 @@ def optimal_shares_batch(compute_s: np.ndarray, traffic_bits: np.ndarray, rate_b
     dead = np.isinf(v).any(axis=1)
     v = np.where(np.isinf(v), 0.0, v)
     T = np.max(np.where(pos, a + v, a), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        T = _newton_rows(T, a, v, pos, iters)
+    T = np.maximum(T, a.max(axis=1))
+    T[dead] = np.inf
+    return T
+
+
+def _newton_rows(T: np.ndarray, a: np.ndarray, v: np.ndarray, pos: np.ndarray, iters: int) -> np.ndarray:
+    """Row-wise monotone Newton on ``sum_i v_i / (T - a_i) = 1`` from the left."""
     for _ in range(iters):
         gap = np.where(pos, T[:, None] - a, 1.0)
         terms = np.where(pos, v / gap, 0.0)
@@ -221,6 +232,4 @@ def optimal_shares_batch(compute_s: np.ndarray, traffic_bits: np.ndarray, rate_b
         T = T + step
         if np.all(step <= 1e-14 * T):
             break
-    T = np.maximum(T, a.max(axis=1))
-    T[dead] = np.inf
     return T

@@ -248,6 +248,23 @@ def scenario_from_dict(data: Any, base_dir: Path | None = None) -> Scenario:
     return Scenario(profile=profile, batch_size=bs, devices=tuple(devices), server=server)
 
 
+def _yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``4e9`` and ``4.0e9`` as floats (YAML 1.1 needs a sign)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$"),
+        list("-+0123456789"),
+    )
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - SafeLoader subclass
+
+
 def load_scenario(path: str | Path) -> Scenario:
     """Read a JSON (``.json``) or YAML (``.yaml``/``.yml``) scenario file."""
     path = Path(path)
@@ -256,9 +273,7 @@ def load_scenario(path: str | Path) -> Scenario:
     text = path.read_text()
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = _yaml_load(text)
         else:
             data = json.loads(text)
     except Exception as exc:
