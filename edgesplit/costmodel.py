@@ -106,6 +106,18 @@ class CostModel:
             raise ValueError("rate_bps: rates must be >= 0 and not NaN")
         return CostModel(self.scenario, self.compute_s, self.traffic_bits, self.feasible, rate, self.memory_need)
 
+    def seconds_alone(self) -> np.ndarray:
+        """``V_i(c) / rate_i``: transfer seconds with the whole band (inf for rate 0; cached)."""
+        cached = self.__dict__.get("_seconds_alone")
+        if cached is None:
+            r = self.rate_bps[:, None]
+            if self.rate_bps.min() > 0:
+                cached = self.traffic_bits / r
+            else:
+                cached = transfer_seconds(self.traffic_bits, np.broadcast_to(r, self.traffic_bits.shape))
+            self.__dict__["_seconds_alone"] = cached
+        return cached
+
     def deepest_feasible_cut(self) -> np.ndarray:
         """Per device, the deepest cut (1..L) that fits in memory."""
         L = self.n_layers
@@ -171,6 +183,8 @@ def optimal_shares(compute_s: np.ndarray, traffic_bits: np.ndarray, rate_bps: np
     a = np.asarray(compute_s, dtype=np.float64)
     v_bits = np.asarray(traffic_bits, dtype=np.float64)
     r = np.asarray(rate_bps, dtype=np.float64)
+    if v_bits.min() > 0 and r.min() > 0:  # every device sends, every link is up: the hot path
+        return _equalise(a, v_bits / r, rtol)
     n = a.shape[0]
     shares = np.zeros(n)
     pos = v_bits > 0
@@ -179,24 +193,56 @@ def optimal_shares(compute_s: np.ndarray, traffic_bits: np.ndarray, rate_bps: np
     if (r[pos] <= 0).any():
         shares[pos] = 1.0 / pos.sum()
         return shares, math.inf
-    v = v_bits[pos] / r[pos]  # seconds each would need with the whole band
-    ap = a[pos]
-    T = float(np.max(ap + v))
+    sub, T = _equalise(a[pos], v_bits[pos] / r[pos], rtol)
+    shares[pos] = sub
+    return shares, float(max(T, a[~pos].max(initial=-math.inf)))
+
+
+def _equalise(a: np.ndarray, v: np.ndarray, rtol: float) -> tuple[np.ndarray, float]:
+    """Newton on ``sum_i v_i / (T - a_i) = 1`` for ``v_i > 0`` (seconds with the whole band).
+
+    Returns shares summing to 1 and the round time they give. Kept lean: it runs inside the
+    alternating loop of every environment step.
+    """
+    if a.shape[0] <= 64:  # small N: plain floats beat numpy's per-call overhead several times
+        return _equalise_small(a.tolist(), v.tolist(), rtol)
+    T = float((a + v).max())
     for _ in range(100):
-        gap = T - ap
+        gap = T - a
         terms = v / gap
-        g = terms.sum()
+        g = float(terms.sum())
         if g - 1.0 <= rtol:
             break
-        dg = (terms / gap).sum()
+        step = (g - 1.0) / float((terms / gap).sum())
+        T += step
+        if step <= rtol * T:
+            break
+    shares = v / (T - a)
+    shares /= shares.sum()  # the last Newton iterate is at or left of the root: sum >= 1
+    return shares, float((a + v / shares).max())
+
+
+def _equalise_small(a: list[float], v: list[float], rtol: float) -> tuple[np.ndarray, float]:
+    """:func:`_equalise` in plain Python floats (same iteration, same result)."""
+    pairs = list(zip(a, v))
+    T = max(ai + vi for ai, vi in pairs)
+    for _ in range(100):
+        g = dg = 0.0
+        for ai, vi in pairs:
+            gap = T - ai
+            t = vi / gap
+            g += t
+            dg += t / gap
+        if g - 1.0 <= rtol:
+            break
         step = (g - 1.0) / dg
         T += step
         if step <= rtol * T:
             break
-    shares[pos] = v / (T - ap)
-    shares /= shares.sum()  # the last Newton iterate is at or left of the root: sum >= 1
-    T_final = float(max(np.max(ap + v / shares[pos]), a[~pos].max(initial=-math.inf)))
-    return shares, T_final
+    raw = [vi / (T - ai) for ai, vi in pairs]
+    total = sum(raw)
+    shares = np.array(raw) / total
+    return shares, max(ai + vi / si for (ai, vi), si in zip(pairs, shares.tolist()))
 
 
 def optimal_shares_batch(compute_s: np.ndarray, traffic_bits: np.ndarray, rate_bps: np.ndarray,

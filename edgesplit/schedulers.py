@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgesplit.costmodel import CostModel, optimal_shares, optimal_shares_batch
+from edgesplit.costmodel import CostModel, optimal_shares, optimal_shares_batch, transfer_seconds
 from edgesplit.errors import EdgeSplitError
 from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
@@ -73,20 +73,17 @@ class Plan:
 
 def seconds_alone(cm: CostModel) -> np.ndarray:
     """``v[i, c] = V_i(c) / rate_i``: transfer seconds with the whole band (inf for rate 0)."""
-    r = cm.rate_bps[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.where(cm.traffic_bits > 0, cm.traffic_bits / np.where(r > 0, r, 1.0), 0.0)
-    v[(cm.traffic_bits > 0) & ~(r > 0)] = np.inf
-    return v
+    return cm.seconds_alone()
 
 
 def best_cuts_for_shares(cm: CostModel, shares: np.ndarray) -> np.ndarray:
     """Per device, the feasible cut minimising its own time with the given shares."""
-    v = seconds_alone(cm)
-    s = np.asarray(shares, dtype=np.float64)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = cm.compute_s + np.where(v > 0, v / np.where(s > 0, s, 1.0), 0.0)
-    t[(v > 0) & ~(s > 0)] = np.inf
+    v = cm.seconds_alone()
+    s = np.asarray(shares, dtype=np.float64)
+    if s.min() > 0:  # hot path: every device has band
+        t = cm.compute_s + v / s[:, None]
+    else:
+        t = cm.compute_s + transfer_seconds(v, np.broadcast_to(s[:, None], v.shape))
     t[~cm.feasible] = np.inf
     return np.argmin(t, axis=1) + 1
 
