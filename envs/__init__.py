@@ -1,0 +1,57 @@
+"""Gymnasium environments over the :mod:`edgesplit` cost model. Importing this package registers:
+
+- ``EdgeSplit-v0`` (:class:`envs.static_env.EdgeSplitEnv`): link rates fixed within an episode;
+- ``EdgeSplitDynamic-v0`` (:class:`envs.dynamic_env.EdgeSplitDynamicEnv`): trace-driven links,
+  measured-rate observations, migration costs;
+- ``EdgeSplitTrain-v0`` (``envs.train_env:EdgeSplitTrainEnv``): real torch split training.
+
+``gym.make("envs:EdgeSplit-v0")`` imports this package and so also works without an import.
+Action wrappers for stable-baselines3 live in :mod:`envs.wrappers` (:func:`wrap`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium.envs.registration import register, registry
+
+from edgesplit.schedulers import Plan
+from envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
+from envs.dynamic_env import EdgeSplitDynamicEnv
+from envs.static_env import EdgeSplitEnv
+from envs.wrappers import WRAPPERS, CutsOnlyAction, FlatBoxAction, SharesOnlyAction, wrap
+
+TRAIN_MAX_EPISODE_STEPS = 20
+"""``max_episode_steps`` registered for ``EdgeSplitTrain-v0`` (real training rounds are slow)."""
+
+SIMULATED_IDS: tuple[str, ...] = ("EdgeSplit-v0", "EdgeSplitDynamic-v0")
+"""The ids whose step is simulated by the cost model (fast, deterministic)."""
+
+ALL_IDS: tuple[str, ...] = SIMULATED_IDS + ("EdgeSplitTrain-v0",)
+"""Every id this package registers."""
+
+_ENTRY_POINTS = {
+    "EdgeSplit-v0": ("envs.static_env:EdgeSplitEnv", DEFAULT_ROUNDS),
+    "EdgeSplitDynamic-v0": ("envs.dynamic_env:EdgeSplitDynamicEnv", DEFAULT_ROUNDS),
+    "EdgeSplitTrain-v0": ("envs.train_env:EdgeSplitTrainEnv", TRAIN_MAX_EPISODE_STEPS),
+}
+
+
+def register_envs() -> None:
+    """Register the ids (idempotent: ids already registered are left alone)."""
+    for env_id, (entry_point, steps) in _ENTRY_POINTS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point, max_episode_steps=steps)
+
+
+def action_from_plan(plan: Plan) -> dict[str, np.ndarray]:
+    """The native action of an :class:`edgesplit.schedulers.Plan` (cuts 1..L -> indices 0..L-1)."""
+    return {"cuts": np.asarray(plan.cuts, dtype=np.int64) - 1, "shares": np.asarray(plan.shares, dtype=np.float64)}
+
+
+register_envs()
+
+__all__ = [
+    "ALL_IDS", "DEFAULT_ROUNDS", "MAX_OBS", "SIMULATED_IDS", "TRAIN_MAX_EPISODE_STEPS", "WRAPPERS",
+    "CutsOnlyAction", "EdgeSplitBaseEnv", "EdgeSplitDynamicEnv", "EdgeSplitEnv", "FlatBoxAction",
+    "SharesOnlyAction", "action_from_plan", "register_envs", "wrap",
+]

@@ -1,0 +1,1 @@
+"""Experiments: one entry point per study (``python -m experiments.<name>``)."""
