@@ -1,0 +1,120 @@
+"""``edgesplit profile``: measure a zoo model's per-unit profile, or import testbed profiles."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgesplit.errors import EdgeSplitError
+from edgesplit.profiles import LayerProfile
+from edgesplit.zoo import DATASET_SHAPES, MODEL_BUILDERS
+
+NAME = "profile"
+HELP = "measure a model's per-layer profile on this host, or import testbed profiles"
+DESCRIPTION = (
+    "Measure, per cut unit and per sample, the forward and backward seconds (warm-up, then the "
+    "median of the repeats), forward FLOPs, output activation bytes and parameter bytes of a zoo "
+    "model on this host and write them as a profile CSV. With --import-testbed TIMES MEMORY, "
+    "convert per-machine testbed profiles instead (one CSV per machine in --out-dir) and print "
+    "the rows that look wrong."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``edgesplit profile``."""
+    p.add_argument("--model", metavar="M", help=f"zoo model: one of {', '.join(MODEL_BUILDERS)}")
+    p.add_argument("--dataset", default="cifar10", help=f"input shape: one of {', '.join(DATASET_SHAPES)}")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size of the timed passes")
+    p.add_argument("--out", metavar="FILE.csv", help="where to write the profile")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes per unit (the median is kept)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed passes per unit before timing")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input batch")
+    p.add_argument("--import-testbed", nargs=2, metavar=("TIMES.csv", "MEMORY.csv"),
+                   help="import per-machine testbed profiles instead of measuring")
+    p.add_argument("--out-dir", metavar="DIR", help="with --import-testbed: folder for one CSV per machine")
+    p.add_argument("--testbed-batch-size", type=int, default=128,
+                   help="with --import-testbed: the batch size the testbed measured with")
+    p.add_argument("--drop-flagged", action="store_true",
+                   help="with --import-testbed: do not write machines with error flags")
+
+
+def _print_table(prof: LayerProfile) -> None:
+    print(f"{'#':>3} {'unit':<20}{'fwd_ms':>10}{'bwd_ms':>10}{'MFLOPs':>10}{'act_KB':>10}{'param_KB':>11}")
+    flops = prof.fwd_flops
+    for i, name in enumerate(prof.names):
+        fl = f"{flops[i] / 1e6:10.2f}" if flops is not None else f"{'-':>10}"
+        print(f"{i + 1:>3} {name[:19]:<20}{prof.fwd_s[i] * 1e3:10.4f}{prof.bwd_s[i] * 1e3:10.4f}{fl}"
+              f"{prof.activation_bytes[i] / 1024:10.1f}{prof.param_bytes[i] / 1024:11.1f}")
+    print(f"total fwd+bwd {prof.train_s.sum() * 1e3:.4f} ms per sample; "
+          f"{prof.param_bytes.sum() / 2**20:.2f} MiB of parameters")
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from edgesplit.testbed import check_testbed_profile, flagged_machines, import_testbed_profiles
+
+    if not args.out_dir:
+        raise EdgeSplitError("--out-dir: required with --import-testbed")
+    times_csv, memory_csv = args.import_testbed
+    profiles = import_testbed_profiles(times_csv, memory_csv, batch_size=args.testbed_batch_size)
+    flags = check_testbed_profile(times_csv, memory_csv)
+    bad = flagged_machines(flags)
+    out_dir = Path(args.out_dir)
+    for machine, prof in profiles.items():
+        status = "FLAGGED" if machine in bad else "ok"
+        if args.drop_flagged and machine in bad:
+            where = "(not written: --drop-flagged)"
+        else:
+            where = f"-> {prof.to_csv(out_dir / f'{prof.model}-{prof.dataset}-{machine}.csv')}"
+        print(f"{machine:<14}{status:<9}fwd+bwd {prof.train_s.sum() * 1e3:9.3f} ms/sample {where}")
+    for f in flags:
+        print(f"  {f}")
+    print(f"{len(bad)} of {len(profiles)} machines flagged" + (f": {', '.join(bad)}" if bad else ""))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Profile a model (or import testbed profiles) and print a short table."""
+    if args.import_testbed:
+        return _run_import(args)
+    if not args.model:
+        raise EdgeSplitError("--model: required (or use --import-testbed TIMES.csv MEMORY.csv)")
+    if not args.out:
+        raise EdgeSplitError("--out: required (the profile CSV to write)")
+    from edgesplit.profiler import profile_model
+    from edgesplit.zoo import dataset_shape
+
+    if args.model not in MODEL_BUILDERS:
+        raise EdgeSplitError(f"--model: unknown {args.model!r}; choose one of {', '.join(MODEL_BUILDERS)}")
+    dataset_shape(args.dataset)
+    for opt, value, low in (("--batch-size", args.batch_size, 1), ("--repeats", args.repeats, 1),
+                            ("--warmup", args.warmup, 0)):
+        if value < low:
+            raise EdgeSplitError(f"{opt}: must be >= {low}, got {value}")
+    bar = None
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=1, desc=f"profiling {args.model}", unit="pass", file=sys.stderr, leave=False)
+    except ImportError:  # tqdm is a dependency, but the progress bar is optional
+        pass
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+    try:
+        prof = profile_model(args.model, args.dataset, batch_size=args.batch_size, warmup=args.warmup,
+                             repeats=args.repeats, seed=args.seed, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    path = prof.to_csv(args.out)
+    print(f"{prof.model} on {prof.dataset}, batch {prof.batch_size}, median of {args.repeats} "
+          f"(spread of the total: {prof.meta['total_iqr_over_median']:.0%} IQR/median)")
+    print(f"host: {prof.host}")
+    _print_table(prof)
+    print(f"wrote {path}")
+    return 0

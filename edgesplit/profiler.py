@@ -1,0 +1,182 @@
+"""Measure a model's per-cut-unit profile on this host (``edgesplit profile``).
+
+For every cut unit ``l`` of a :class:`~edgesplit.zoo.SplitModel` the profiler records, per sample:
+
+- ``fwd_s``: seconds of the unit's forward pass in training mode (autograd recording), on the
+  unit's *real* input (the output of units ``1..l-1`` on a random batch);
+- ``bwd_s``: seconds of ``autograd.backward`` through that unit alone, given a random upstream
+  gradient of the output's shape. It computes the parameter gradients and, for ``l > 1``, the
+  gradient of the unit's input (what the server sends back over a cut); unit 1 does not
+  differentiate its input (raw data), as in real training;
+- ``fwd_flops``: forward FLOPs from :class:`torch.utils.flop_counter.FlopCounterMode` (it counts
+  matmuls, convolutions and attention; element-wise ops, norms and pooling count 0);
+- ``activation_bytes``: bytes of the unit's output;
+- ``param_bytes``: bytes of the unit's *parameters* (the trained, exchanged and averaged tensors).
+  Buffers such as BatchNorm running statistics are left out: they have no gradient or optimiser
+  state and are at most two floats per channel.
+
+Each unit is timed in isolation. Timings use ``time.perf_counter`` around one call; after
+``warmup`` untimed passes, ``repeats`` passes are taken round-robin over the units (so that a burst
+of load from another process spreads over all units instead of hitting one) and the median is
+kept, divided by the batch size. ``torch.set_num_threads`` is left at torch's default; the host
+line records the thread count and the 1-minute load average when profiling started (a hint of how
+contended the machine was: other processes slow a 2-thread run down far more than its spread shows).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgesplit.errors import EdgeSplitError
+from edgesplit.profiles import LayerProfile
+from edgesplit.zoo import SplitModel, build_model, dataset_shape
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _load_average() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:  # not available on every platform
+        return "n/a"
+
+
+def describe_host() -> str:
+    """One line naming the profiling host: OS, CPU model and count, torch version and threads."""
+    return (f"{platform.system()} {platform.release()} {platform.machine()}; {_cpu_model()}; "
+            f"{os.cpu_count()} CPUs; torch {torch.__version__} with {torch.get_num_threads()} threads")
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise EdgeSplitError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _unit_output(out: object, name: str) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise EdgeSplitError(f"model.{name}: a cut unit must return one tensor, got {type(out).__name__}")
+    return out
+
+
+def profile_model(
+    model: str | SplitModel,
+    dataset: str = "cifar10",
+    batch_size: int = 32,
+    warmup: int = 2,
+    repeats: int = 5,
+    seed: int = 0,
+    input_shape: Sequence[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LayerProfile:
+    """Profile ``model`` (a zoo name or a :class:`SplitModel`) on this host, per cut unit and sample.
+
+    ``input_shape`` (C, H, W) overrides the dataset's input shape for a custom model;
+    ``progress(done, total)`` is called after each timed pass. See the module docstring for what
+    is measured and how.
+    """
+    batch_size = _check_int("batch_size", batch_size, 1)
+    warmup = _check_int("warmup", warmup, 0)
+    repeats = _check_int("repeats", repeats, 1)
+    torch.manual_seed(seed)
+    if isinstance(model, str):
+        net = build_model(model, dataset, seed=seed)
+        model_name = model
+    elif isinstance(model, SplitModel):
+        net = model
+        model_name = net.model_name
+    else:
+        raise EdgeSplitError(f"model: expected a zoo name or a SplitModel, got {type(model).__name__}")
+    if input_shape is None:
+        shape = dataset_shape(dataset)
+        input_shape = (shape.channels, shape.size, shape.size)
+    net.train()
+    params = list(net.parameters())
+    L = net.n_layers
+
+    x = torch.randn(batch_size, *input_shape)
+    inputs: list[torch.Tensor] = []
+    grads: list[torch.Tensor] = []
+    act_bytes = np.zeros(L)
+    flops = np.zeros(L)
+    h = x
+    for l, unit in enumerate(net.units):
+        name = net.names[l]
+        inputs.append(h.detach())
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            out = _unit_output(unit(h.clone()), name)
+        flops[l] = counter.get_total_flops() / batch_size
+        act_bytes[l] = _tensor_bytes(out) / batch_size
+        grads.append(torch.randn_like(out))
+        h = out
+    param_bytes = np.array([sum(_tensor_bytes(p) for p in u.parameters()) for u in net.units], dtype=float)
+
+    def one_pass(l: int) -> tuple[float, float]:
+        unit = net.units[l]
+        for p in params:
+            p.grad = None
+        leaf = inputs[l].requires_grad_(l > 0)  # unit 1 does not differentiate the raw data
+        inp = leaf.clone()  # a fresh non-leaf, so in-place first ops and repeated passes are safe
+        t0 = time.perf_counter()
+        out = unit(inp)
+        t1 = time.perf_counter()
+        if out.requires_grad:
+            out.backward(grads[l])
+        t2 = time.perf_counter()
+        if l > 0:
+            leaf.grad = None
+        return t1 - t0, t2 - t1
+
+    fwd = np.zeros((repeats, L))
+    bwd = np.zeros((repeats, L))
+    total = (warmup + repeats) * L
+    done = 0
+    for r in range(warmup + repeats):
+        for l in range(L):
+            tf, tb = one_pass(l)
+            if r >= warmup:
+                fwd[r - warmup, l], bwd[r - warmup, l] = tf, tb
+            done += 1
+        if progress is not None:
+            progress(done, total)
+    for p in params:
+        p.grad = None
+    fwd_s = np.median(fwd, axis=0) / batch_size
+    bwd_s = np.median(bwd, axis=0) / batch_size
+    # relative spread of the repeats (interquartile range / median), kept for reporting noise
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total_rep = (fwd + bwd).sum(axis=1)
+        spread = float((np.percentile(total_rep, 75) - np.percentile(total_rep, 25)) / np.median(total_rep))
+    return LayerProfile(
+        names=tuple(net.names),
+        fwd_s=fwd_s,
+        bwd_s=bwd_s,
+        activation_bytes=act_bytes,
+        param_bytes=param_bytes,
+        fwd_flops=flops,
+        model=model_name,
+        dataset=dataset,
+        host=f"{describe_host()}; load average {_load_average()} at start",
+        batch_size=batch_size,
+        meta={"repeats": repeats, "warmup": warmup, "seed": seed, "total_iqr_over_median": spread},
+    )
