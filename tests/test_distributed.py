@@ -1,0 +1,428 @@
+"""Unit tests of the distributed runtime's pieces: framing, token bucket, emulation, config,
+rendezvous checks, checkpoints, planning. No worker processes here (see test_distributed_cluster.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from edgesplit.distributed import planning
+from edgesplit.distributed.checkpoint import load_checkpoint, save_checkpoint
+from edgesplit.distributed.config import DeviceSpec, Fault, RunConfig
+from edgesplit.distributed.emulation import ComputeEmulator
+from edgesplit.distributed.protocol import (
+    HEADER_LEN,
+    VERSION,
+    Message,
+    MessageType,
+    ProtocolError,
+    RunMismatchError,
+    decode,
+    encode,
+    expect,
+    pack_state,
+    parse_run_id,
+    unpack_states,
+)
+from edgesplit.distributed.ratelimit import TokenBucket
+from edgesplit.distributed.transport import (
+    Endpoint,
+    PeerLost,
+    await_joins,
+    endpoint_from_env,
+    join_rendezvous,
+    serve_rendezvous,
+)
+from edgesplit.errors import EdgeSplitError
+from edgesplit.profiles import LayerProfile
+from edgesplit.scenario import Device, Scenario, Server
+
+RUN = 0x1234_5678_9ABC
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def _roundtrip(msg: Message, run_id: int = RUN, sender: int = 3) -> Message:
+    h, b = encode(msg, run_id, sender)
+    return decode(h.clone(), b.clone(), run_id, sender)
+
+
+def test_roundtrip_keeps_types_shapes_and_values() -> None:
+    tensors = {
+        "h": torch.randn(4, 3, 5),
+        "y": torch.arange(4),
+        "mask": torch.tensor([True, False, True]),
+        "half": torch.randn(3).to(torch.bfloat16),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 7),
+        "odd": torch.arange(3, dtype=torch.int8),  # 3 bytes: next tensor must still be aligned
+        "after": torch.randn(2, 2, dtype=torch.float64),
+        "noncontig": torch.randn(4, 6).t(),
+    }
+    msg = Message(MessageType.ACTIVATIONS, round=7, seq=11, info={"loss": 1.5, "note": "ü"}, tensors=tensors)
+    out = _roundtrip(msg)
+    assert out.type == MessageType.ACTIVATIONS and out.round == 7 and out.seq == 11 and out.sender == 3
+    assert out.info == {"loss": 1.5, "note": "ü"}
+    assert out.nbytes == msg.nbytes > HEADER_LEN * 8
+    for k, t in tensors.items():
+        assert out.tensors[k].dtype == t.dtype and out.tensors[k].shape == t.shape, k
+        assert torch.equal(out.tensors[k], t), k
+
+
+def test_decoded_tensors_do_not_alias_the_receive_buffer() -> None:
+    h, b = encode(Message(MessageType.GRADIENT, tensors={"g": torch.ones(8)}), RUN, 0)
+    out = decode(h, b, RUN, 0)
+    b.zero_()
+    assert torch.equal(out.tensors["g"], torch.ones(8))
+
+
+def test_peer_from_another_run_is_rejected() -> None:
+    h, b = encode(Message(MessageType.HELLO), RUN, 1)
+    with pytest.raises(RunMismatchError, match="another run"):
+        decode(h, b, RUN + 1, 1)
+
+
+def test_other_protocol_version_is_rejected() -> None:
+    h, b = encode(Message(MessageType.HELLO), RUN, 1)
+    vals = h.tolist()
+    vals[1] = VERSION + 1
+    from edgesplit.distributed import protocol
+
+    vals[11] = protocol._header_sum(vals[:11])
+    with pytest.raises(RunMismatchError, match="protocol version"):
+        decode(torch.tensor(vals), b, RUN, 1)
+
+
+@pytest.mark.parametrize("index,value,match", [
+    (0, 12345, "bad magic"),
+    (3, 999, "checksum"),  # any field changed without fixing the checksum
+    (7, 3, "checksum"),
+])
+def test_corrupt_headers_are_rejected(index: int, value: int, match: str) -> None:
+    h, b = encode(Message(MessageType.HELLO), RUN, 1)
+    h[index] = value
+    with pytest.raises(ProtocolError, match=match):
+        decode(h, b, RUN, 1)
+
+
+def test_unknown_type_wrong_sender_and_bad_lengths_are_rejected() -> None:
+    from edgesplit.distributed import protocol
+
+    def forged(**changes: int) -> torch.Tensor:
+        h, _ = encode(Message(MessageType.HELLO), RUN, 1)
+        vals = h.tolist()
+        for i, v in changes.items():
+            vals[int(i[1:])] = v
+        vals[11] = protocol._header_sum(vals[:11])
+        return torch.tensor(vals)
+
+    _, body = encode(Message(MessageType.HELLO), RUN, 1)
+    with pytest.raises(ProtocolError, match="unknown message type"):
+        decode(forged(i3=77), body, RUN, 1)
+    with pytest.raises(ProtocolError, match="claims sender"):
+        decode(forged(i4=2), body, RUN, 1)
+    with pytest.raises(ProtocolError, match="body lengths"):
+        decode(forged(i8=-8), body, RUN, 1)
+    with pytest.raises(ProtocolError, match="header must be"):
+        decode(torch.zeros(3, dtype=torch.int64), body, RUN, 1)
+
+
+def test_corrupt_or_truncated_body_is_rejected() -> None:
+    h, b = encode(Message(MessageType.ACTIVATIONS, tensors={"h": torch.randn(16)}), RUN, 2)
+    bad = b.clone()
+    bad[-1] ^= 0xFF
+    with pytest.raises(ProtocolError, match="CRC-32"):
+        decode(h, bad, RUN, 2)
+    with pytest.raises(ProtocolError, match="body has"):
+        decode(h, b[:-8].clone(), RUN, 2)
+
+
+def test_tensor_entries_that_do_not_fit_are_rejected() -> None:
+    import zlib
+
+    from edgesplit.distributed import protocol
+
+    h, b = encode(Message(MessageType.ACTIVATIONS, tensors={"h": torch.randn(4)}), RUN, 2)
+    meta_len = int(h[7])
+    meta = json.loads(bytes(b[:meta_len].numpy().tobytes()).rstrip(b"\x00"))
+    meta["tensors"][0][2] = [400]  # claims more elements than the payload holds
+    raw = json.dumps(meta).encode()
+    new_meta = raw + b"\x00" * (-len(raw) % 8)
+    body = torch.cat([torch.frombuffer(bytearray(new_meta), dtype=torch.uint8), b[meta_len:]])
+    vals = h.tolist()
+    vals[7] = len(new_meta)
+    vals[9] = zlib.crc32(body.numpy().data) & 0xFFFFFFFF
+    vals[11] = protocol._header_sum(vals[:11])
+    with pytest.raises(ProtocolError, match="does not fit"):
+        decode(torch.tensor(vals), body, RUN, 2)
+
+
+def test_expect_and_state_packing() -> None:
+    msg = Message(MessageType.ERROR, info={"error": "disk full"}, sender=4)
+    with pytest.raises(ProtocolError, match="disk full"):
+        expect(msg, MessageType.READY)
+    with pytest.raises(ProtocolError, match="round 2"):
+        expect(Message(MessageType.GRADIENT, round=1, sender=0), MessageType.GRADIENT, round=2)
+    sd = {"weight": torch.ones(2, 2), "bias": torch.zeros(2)}
+    packed = {**pack_state("u1", sd), **pack_state("u3", sd)}
+    states = unpack_states(packed)
+    assert set(states) == {"u1", "u3"} and torch.equal(states["u3"]["weight"], sd["weight"])
+    with pytest.raises(ProtocolError, match="unit prefix"):
+        unpack_states({"noprefix": torch.ones(1)})
+
+
+def test_parse_run_id() -> None:
+    assert parse_run_id("0x10") == 16 and parse_run_id("42") == 42 and parse_run_id(7) == 7
+    for bad in ("abc", "0", -1, 1 << 63):
+        with pytest.raises(ProtocolError, match="run id"):
+            parse_run_id(bad)
+
+
+# ----------------------------------------------------------------------------- token bucket
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += s
+
+
+def test_token_bucket_charges_bytes_at_its_rate() -> None:
+    clk = FakeClock()
+    tb = TokenBucket(1000.0, burst_bytes=0.0, clock=clk, sleep=clk.sleep)
+    assert tb.consume(500) == pytest.approx(0.5)
+    assert tb.consume(250) == pytest.approx(0.25)
+    assert clk.t == pytest.approx(0.75)
+    clk.t += 10.0  # idle: with no burst, nothing is saved up
+    assert tb.consume(1000) == pytest.approx(1.0)
+    assert tb.bytes_paid == 1750 and tb.waited_s == pytest.approx(1.75)
+
+
+def test_token_bucket_burst_and_debt() -> None:
+    clk = FakeClock()
+    tb = TokenBucket(100.0, burst_bytes=50.0, clock=clk, sleep=clk.sleep)
+    assert tb.consume(50) == 0.0  # the full bucket covers it
+    assert tb.reserve(100) == pytest.approx(1.0)  # in debt: 100 bytes at 100 B/s
+    assert tb.reserve(100) == pytest.approx(2.0)  # queued behind the first (nobody slept)
+    clk.t += 2.0  # the debt is paid off, nothing saved yet
+    assert tb.consume(10) == pytest.approx(0.1)
+    clk.t += 60.0  # a long idle link saves at most the burst
+    assert tb.consume(50) == 0.0 and tb.consume(50) == pytest.approx(0.5)
+
+
+def test_token_bucket_rejects_bad_arguments() -> None:
+    for rate in (0.0, -1.0, float("nan")):
+        with pytest.raises(EdgeSplitError, match="rate"):
+            TokenBucket(rate)
+    with pytest.raises(EdgeSplitError, match="burst"):
+        TokenBucket(1.0, burst_bytes=-1)
+    with pytest.raises(EdgeSplitError, match="nbytes"):
+        TokenBucket(1.0).reserve(-5)
+    assert TokenBucket(float("inf")).consume(10**9) == 0.0
+
+
+def test_token_bucket_really_sleeps() -> None:
+    tb = TokenBucket(1e6, burst_bytes=0.0)
+    t0 = time.perf_counter()
+    tb.consume(30_000)  # 30 ms at 1 MB/s
+    assert time.perf_counter() - t0 >= 0.03 - 1e-3
+
+
+# ----------------------------------------------------------------------------- emulation
+
+
+def test_profile_clock_stretches_to_profile_over_speed() -> None:
+    emu = ComputeEmulator(0.5, "profile")
+    t0 = time.perf_counter()
+    with emu.compute(profile_s=0.02):
+        pass
+    assert time.perf_counter() - t0 >= 0.04 - 1e-3
+    assert emu.waited_s > 0.03 and emu.measured_s == pytest.approx(0.02)
+    with pytest.raises(EdgeSplitError, match="profile clock"):
+        with emu.compute():
+            pass
+
+
+def test_cpu_clock_stretches_measured_cpu_time() -> None:
+    emu = ComputeEmulator(0.25, "cpu")
+    t0 = time.perf_counter()
+    with emu.compute():
+        end = time.thread_time() + 0.01
+        while time.thread_time() < end:
+            pass
+    elapsed = time.perf_counter() - t0
+    assert emu.measured_s >= 0.01
+    assert elapsed >= emu.measured_s / 0.25 - 1e-3
+    with pytest.raises(EdgeSplitError, match="speed"):
+        ComputeEmulator(0.0)
+    with pytest.raises(EdgeSplitError, match="clock"):
+        ComputeEmulator(1.0, "sundial")
+
+
+# ----------------------------------------------------------------------------- config, env, checkpoints
+
+
+def _cfg(**kw) -> RunConfig:
+    devices = [DeviceSpec(1, "a", 2, 0.5, 1e8, 0.5, 16, 2.0, 1e6, 0.1),
+               DeviceSpec(2, "b", 5, 0.5, 1e8, 1.0, 24, 3.0, 2e6, 0.5)]
+    base = dict(run_id=RUN, model="small_cnn", dataset="synthetic_mnist", n_layers=5, batch_size=8, rounds=2,
+                devices=devices, server_speed=1.0, clock="wall")
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_run_config_roundtrip_and_predictions(tmp_path) -> None:
+    cfg = _cfg(faults=[Fault(2, 1, 3, "hang")])
+    back = RunConfig.load(cfg.save(tmp_path / "c.json"))
+    assert back.to_dict() == cfg.to_dict() and back.run_id == RUN
+    assert cfg.predicted_round_s([1, 2]) == 3.0 and cfg.predicted_round_s([1]) == 2.0
+    # barrier: max(T - D) + max(D) = max(1.9, 2.5) + 0.5
+    assert cfg.corrected_round_s([1, 2]) == pytest.approx(3.0)
+    assert cfg.corrected_round_s([1]) == pytest.approx(2.0)
+    seq = _cfg(sequential=True)
+    assert seq.predicted_round_s([1, 2]) == 5.0
+
+
+def test_run_config_validation_names_the_field() -> None:
+    with pytest.raises(EdgeSplitError, match=r"devices\[0\].share"):
+        _cfg(devices=[DeviceSpec(1, "a", 2, 0.0, 1e8, 0.5, 16, 1.0, 1.0)])
+    with pytest.raises(EdgeSplitError, match=r"devices\[0\].cut"):
+        _cfg(devices=[DeviceSpec(1, "a", 9, 0.5, 1e8, 0.5, 16, 1.0, 1.0)])
+    with pytest.raises(EdgeSplitError, match="profile clock"):
+        _cfg(clock="profile")
+    with pytest.raises(EdgeSplitError, match="no device rank 5"):
+        _cfg(faults=[Fault(5, 1)])
+    assert Fault.parse("2:3", "hang") == Fault(2, 3, 0, "hang")
+    assert Fault.parse("2:3:4") == Fault(2, 3, 4, "kill")
+    with pytest.raises(EdgeSplitError, match="RANK:ROUND"):
+        Fault.parse("two:3")
+
+
+def test_endpoint_from_env() -> None:
+    ep = endpoint_from_env({"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29600", "RANK": "2", "WORLD_SIZE": "5"})
+    assert ep == Endpoint("10.0.0.1", 29600, 2, 5)
+    assert endpoint_from_env({"RANK": "0", "WORLD_SIZE": "2"}).master_port == 29500
+    with pytest.raises(EdgeSplitError, match="RANK: environment variable not set"):
+        endpoint_from_env({"WORLD_SIZE": "3"})
+    with pytest.raises(EdgeSplitError, match="RANK: must lie"):
+        endpoint_from_env({"RANK": "3", "WORLD_SIZE": "3"})
+    with pytest.raises(EdgeSplitError, match="WORLD_SIZE"):
+        endpoint_from_env({"RANK": "0", "WORLD_SIZE": "1"})
+    with pytest.raises(EdgeSplitError, match="MASTER_PORT"):
+        endpoint_from_env({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "http"})
+
+
+def test_checkpoint_roundtrip_and_mismatch(tmp_path) -> None:
+    cfg = _cfg()
+    assert load_checkpoint(tmp_path, cfg) is None
+    save_checkpoint(tmp_path, {"round": 1, "model": {"w": torch.ones(2)}, "records": [], "dropped": [],
+                               "config": cfg.to_dict()})
+    ck = load_checkpoint(tmp_path, cfg)
+    assert ck is not None and ck["round"] == 1 and torch.equal(ck["model"]["w"], torch.ones(2))
+    other = _cfg(devices=[DeviceSpec(1, "a", 3, 0.5, 1e8, 0.5, 16, 2.0, 1e6),
+                          DeviceSpec(2, "b", 5, 0.5, 1e8, 1.0, 24, 3.0, 2e6)])
+    with pytest.raises(EdgeSplitError, match="cuts is"):
+        load_checkpoint(tmp_path, other)
+    (tmp_path / "cluster-checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(EdgeSplitError, match="unreadable"):
+        load_checkpoint(tmp_path, cfg)
+
+
+# ----------------------------------------------------------------------------- rendezvous (in-process)
+
+
+def test_rendezvous_rejects_a_device_of_another_run(tmp_path) -> None:
+    port_file = str(tmp_path / "port")
+    outcome: dict[str, BaseException | None] = {}
+
+    def server() -> None:
+        try:
+            store, _ = serve_rendezvous(Endpoint("127.0.0.1", 0, 0, 2), RUN, 10.0, port_file)
+            outcome["store"] = store  # type: ignore[assignment]
+            await_joins(store, 2, 10.0)
+            outcome["server"] = None
+        except BaseException as exc:  # noqa: BLE001
+            outcome["server"] = exc
+
+    t = threading.Thread(target=server, daemon=True)
+    t.start()
+    with pytest.raises(RunMismatchError, match="belongs to run 0x1 but the server runs"):
+        join_rendezvous(Endpoint("127.0.0.1", 0, 1, 2), 0x1, 10.0, port_file)
+    t.join(15)
+    assert not t.is_alive()
+    assert isinstance(outcome["server"], RunMismatchError)
+    assert "rank 1 was rejected" in str(outcome["server"])
+
+
+def test_rendezvous_times_out_without_devices(tmp_path) -> None:
+    store, port = serve_rendezvous(Endpoint("127.0.0.1", 0, 0, 3), RUN, 5.0, str(tmp_path / "port"))
+    assert port > 0
+    with pytest.raises(PeerLost, match=r"ranks \[1, 2\] did not join"):
+        await_joins(store, 3, 0.3)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _profile() -> LayerProfile:
+    return LayerProfile(names=("a", "b", "c"), fwd_s=np.array([1e-4, 2e-4, 1e-4]),
+                        bwd_s=np.array([2e-4, 4e-4, 2e-4]), activation_bytes=np.array([4e4, 1e4, 40.0]),
+                        param_bytes=np.array([1e3, 1e5, 5e3]))
+
+
+def test_effective_scenario_scales_and_caps_speeds() -> None:
+    prof = _profile()
+    sc = Scenario(prof, 8, (Device("slow", 0.2, 1e9, 1e7, 16), Device("fast", 4.0, 1e9, 1e7, 16)), Server(8.0))
+    host = prof.scaled(0.5)  # this host is twice as fast as the scenario's profiling host
+    h = planning.host_speed_factor(prof, host)
+    assert h == pytest.approx(2.0)
+    eff, notes = planning.effective_scenario(sc, host, h)
+    assert [d.speed for d in eff.devices] == [pytest.approx(0.1), 1.0]
+    assert eff.server.speed == 1.0 and len(notes) == 2 and "capped" in notes[0]
+    assert eff.profile is host
+    with pytest.raises(EdgeSplitError, match="cut units"):
+        planning.effective_scenario(sc, LayerProfile(("x",), np.ones(1), np.ones(1), np.ones(1), np.ones(1)))
+
+
+def test_run_config_predictions_match_the_cost_model() -> None:
+    prof = _profile()
+    sc = Scenario(prof, 8, (Device("a", 0.2, 1e9, 1e7, 16), Device("b", 0.5, 1e9, 5e6, 24)), Server(1.0))
+    plan = planning.make_plan(sc, "exact")
+    cfg = planning.build_run_config(sc, plan, model="m", dataset="synthetic_mnist", rounds=1, run_id=RUN,
+                                    clock="profile")
+    assert cfg.predicted_round_s([1, 2]) == pytest.approx(plan.round_time_s, rel=1e-9)
+    assert [d.cut for d in cfg.devices] == [int(c) for c in plan.cuts]
+    assert cfg.profile_fwd_s == pytest.approx(list(prof.fwd_s))
+    assert cfg.corrected_round_s([1, 2]) >= cfg.predicted_round_s([1, 2]) - 1e-12
+    assert planning.check_timeouts(sc, plan, 1e-3)  # a silly timeout is flagged
+    assert not planning.check_timeouts(sc, plan, 1e3)
+    assert math.isfinite(cfg.device_timeout_s)
+
+
+# ----------------------------------------------------------------------------- CLI input errors
+
+
+def test_cli_bad_input_exits_2_with_one_line(capsys) -> None:
+    from edgesplit.cli import main
+
+    assert main(["cluster", "--devices", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--checkpoint-dir" in err[0]
+    assert main(["cluster", "--devices", "2", "--kill-device", "x"]) == 2
+    assert "RANK:ROUND" in capsys.readouterr().err
+    assert main(["cluster", "--devices", "0"]) == 2
+    assert "--devices" in capsys.readouterr().err
