@@ -1,0 +1,1 @@
+"""``edgesplit`` subcommands contributed by :mod:`agents` (entry-point group ``edgesplit.commands``)."""

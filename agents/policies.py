@@ -1,0 +1,293 @@
+"""One policy interface for classical and learned schedulers.
+
+A :class:`Policy` plays an EdgeSplit environment one round at a time::
+
+    policy.reset(env, seed)              # after env.reset(seed=seed); binds the episode
+    action = policy.act(obs, info)       # the native {"cuts", "shares"} action for the coming round
+
+``obs`` and ``info`` are what the env returned last (from ``reset`` or ``step``). Every policy
+returns the env's *native* action, so all of them run on the very same env and episodes.
+
+=================  ==========================================================================
+name               what it does each round
+=================  ==========================================================================
+``alternating``    the paper's alternating algorithm, re-solved on the last measured rates
+``exact``          the global optimum (bisection), re-solved on the last measured rates
+``static``         ``exact`` planned once at reset on the nominal (link-class mean) rates
+``oracle``         ``exact`` on the *true* mean rates of the coming round (clairvoyant: a bound,
+                   not a real scheduler; see :class:`OraclePolicy`)
+``psl``            best single cut with equal shares, re-solved on the last measured rates
+``random``         a random feasible plan (seeded by the episode seed)
+``learned``        the policy that ships with the package (``agents/shipped``)
+a path             a policy saved by ``edgesplit train-agent`` (``.zip`` with its ``.json``)
+=================  ==========================================================================
+
+In ``EdgeSplit-v0`` (fixed rates) the last measured rates are the true ones, so ``alternating``,
+``static`` and ``oracle`` coincide up to the solver (alternating vs exact).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.environment import FEATURES_VERSION, action_wrapper, rate_features
+from edgesplit.schedulers import get_scheduler
+import envs
+
+CLASSICAL: tuple[str, ...] = ("alternating", "exact", "static", "oracle", "psl", "random")
+"""Names of the built-in (non-learned) policies."""
+
+SHIPPED_STEM = "edgesplit-dynamic-n10"
+"""Base name of the shipped policy's files in ``agents/shipped`` (``.zip`` + ``.json``)."""
+
+METADATA_FORMAT = 1
+"""Version of the JSON metadata written next to a saved model."""
+
+ALGOS: tuple[str, ...] = ("ppo", "a2c", "sac", "td3")
+"""Algorithms of stable-baselines3 that ``train-agent`` supports."""
+
+
+class Policy:
+    """Base class: a scheduler that plays an EdgeSplit env round by round (see module doc)."""
+
+    name: str = "policy"
+
+    def reset(self, env: gym.Env, seed: int | None = None) -> None:
+        """Bind to ``env`` for a new episode (call after ``env.reset``); ``seed`` seeds any randomness."""
+        self.env = env
+        self.base = env.unwrapped
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The native action (``{"cuts": indices 0..L-1, "shares"}``) for the coming round."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class SchedulerPolicy(Policy):
+    """A scheduler of :mod:`edgesplit.schedulers` re-solved every round on the last measured rates
+    (``once=False``) or solved once at reset on the nominal rates (``once=True``)."""
+
+    def __init__(self, name: str, scheduler: str, once: bool = False, **options: Any) -> None:
+        self.name = name
+        self.scheduler = get_scheduler(scheduler, **options)
+        self.once = once
+        self._plan_action: dict[str, np.ndarray] | None = None
+
+    def reset(self, env: gym.Env, seed: int | None = None) -> None:
+        """Bind the episode; a ``once`` policy plans now, on the nominal rates."""
+        super().reset(env, seed)
+        self._plan_action = None
+        if self.once:
+            self._plan_action = envs.action_from_plan(self.scheduler.plan(self.base.cost_model))
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The plan (re-solved on ``planning_cost_model()`` unless planned once)."""
+        if self._plan_action is not None:
+            return self._plan_action
+        return envs.action_from_plan(self.scheduler.plan(self.base.planning_cost_model()))
+
+
+class RandomPolicy(Policy):
+    """A random feasible plan each round (``edgesplit``'s ``random`` scheduler), seeded per episode."""
+
+    name = "random"
+
+    def reset(self, env: gym.Env, seed: int | None = None) -> None:
+        """Bind the episode and seed the generator with ``seed``."""
+        super().reset(env, seed)
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A fresh random plan."""
+        seed = int(self._rng.integers(0, 2**31 - 1))
+        return envs.action_from_plan(get_scheduler("random", seed=seed).plan(self.base.planning_cost_model()))
+
+
+class OraclePolicy(Policy):
+    """``exact`` on the true rates of the coming round: a clairvoyant reference, not a scheduler.
+
+    In ``EdgeSplitDynamic-v0`` it reads the coming stretch of the traces through the env's
+    clairvoyant queries. Device ``i``'s true rate is the mean of its link over its own transfer
+    window ``[clock, clock + tau_i)`` (``true_mean_rates_bps``); ``tau_i`` depends on the plan, so
+    it iterates: windows of last round's length, plan with ``exact``, each device's predicted
+    transfer time as its new window, plan again (``iterations`` plans in all). Of these candidate
+    plans it plays the one whose true round time (``transfer_seconds``: the exact trace
+    integration ``step`` will do, migration included) is shortest. In ``EdgeSplit-v0`` the rates
+    are known and constant, so it is ``exact`` on them.
+    """
+
+    name = "oracle"
+
+    def __init__(self, iterations: int = 3) -> None:
+        self.iterations = int(iterations)
+        self._exact = get_scheduler("exact")
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The exact plan on the coming round's true rates."""
+        base = self.base
+        cm0 = base.cost_model
+        if not hasattr(base, "true_mean_rates_bps"):
+            return envs.action_from_plan(self._exact.plan(base.planning_cost_model()))
+        clock = float(info.get("sim_clock_s", 0.0))
+        last = float(info.get("round_time_s", base.reference_time_s))
+        if not math.isfinite(last) or last <= 0:
+            last = base.reference_time_s
+        floor = 1e-3 * cm0.rate_bps
+        window = np.full(base.n_devices, last)
+        best: tuple[float, Any] = (math.inf, None)
+        for _ in range(max(1, self.iterations)):
+            rates = np.maximum(base.true_mean_rates_bps(clock, window), floor)
+            cm = cm0.with_rates(rates)
+            plan = self._exact.plan(cm)
+            compute, traffic = cm0.select(plan.cuts)
+            if hasattr(base, "transfer_seconds"):
+                bits = traffic + base.migration_bits(plan.cuts)
+                true_t = float(np.max(compute + base.transfer_seconds(bits, plan.shares, clock)))
+            else:
+                true_t = plan.round_time_s
+            if true_t < best[0] or best[1] is None:
+                best = (true_t, plan)
+            window = np.maximum(plan.per_device_time_s - compute, 1e-3 * last)
+        return envs.action_from_plan(best[1])
+
+
+# ----------------------------------------------------------------------------- learned policies
+
+
+def _load_algo(algo: str):
+    import stable_baselines3 as sb3
+
+    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}
+    if algo not in classes:
+        raise ValueError(f"algo: must be one of {', '.join(ALGOS)}, got {algo!r}")
+    return classes[algo]
+
+
+def metadata_path(path: str | Path) -> Path:
+    """The metadata JSON of a saved policy given its ``.zip``, its ``.json`` or its run folder."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.json"
+    elif p.suffix == ".zip":
+        p = p.with_suffix(".json")
+    elif p.suffix != ".json":
+        p = p.with_suffix(".json")
+    return p
+
+
+class LearnedPolicy(Policy):
+    """A stable-baselines3 model saved by ``edgesplit train-agent``, with its metadata.
+
+    The metadata (JSON next to the ``.zip``) says which env id, N, L, wrapper, history and
+    feature version the model was trained for, and holds the observation normalisation
+    statistics of ``VecNormalize``. :meth:`reset` refuses an env the model was not trained for,
+    with a message naming the mismatch.
+    """
+
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
+        meta_file = metadata_path(path)
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"policy: no metadata {meta_file} (a policy saved by `edgesplit "
+                                    f"train-agent` is a .zip with a .json of the same name)")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"policy: {meta_file} is not valid JSON ({exc})") from None
+        for key in ("env_id", "n_devices", "n_layers", "wrapper", "algo", "history", "features", "obs_rms"):
+            if key not in meta:
+                raise ValueError(f"policy: metadata {meta_file} lacks the field {key!r}")
+        zip_file = meta_file.with_name(meta.get("model_file", meta_file.with_suffix(".zip").name))
+        if not zip_file.is_file():
+            raise FileNotFoundError(f"policy: model file {zip_file} not found")
+        self.meta: dict[str, Any] = meta
+        self.path = zip_file
+        self.name = name or str(meta.get("name", zip_file.stem))
+        self.model = _load_algo(meta["algo"]).load(str(zip_file), device="cpu")
+        rms = meta["obs_rms"]
+        self._mean = np.asarray(rms["mean"], dtype=np.float64)
+        self._std = np.sqrt(np.asarray(rms["var"], dtype=np.float64) + float(rms.get("epsilon", 1e-8)))
+        self._clip = float(rms.get("clip_obs", 10.0))
+        self._mapper: gym.Env | None = None
+
+    def check_env(self, env: gym.Env) -> None:
+        """Raise ``ValueError`` if ``env`` is not the kind of env this policy was trained for."""
+        meta = self.meta
+        base = env.unwrapped
+        env_id = env.spec.id if env.spec is not None else type(base).__name__
+        where = f"policy {self.path.name} was trained for {meta['env_id']} with N={meta['n_devices']}"
+        if env_id != meta["env_id"]:
+            raise ValueError(f"{where}; refusing to run it on {env_id} (train one for that env)")
+        if base.n_devices != meta["n_devices"]:
+            raise ValueError(f"{where}; refusing to run it with N={base.n_devices} devices "
+                             f"(its observation and action sizes depend on N)")
+        if base.n_layers != meta["n_layers"]:
+            raise ValueError(f"{where} and L={meta['n_layers']} layers; this env has L={base.n_layers}")
+        if getattr(base, "history", 1) != meta["history"]:
+            raise ValueError(f"{where} and history={meta['history']}; this env has history={getattr(base, 'history', 1)}")
+        if meta["features"] != FEATURES_VERSION:
+            raise ValueError(f"policy {self.path.name}: features {meta['features']!r} are not this "
+                             f"version's {FEATURES_VERSION!r}; retrain it")
+
+    def reset(self, env: gym.Env, seed: int | None = None) -> None:
+        """Check the env and bind the action mapping of the policy's wrapper."""
+        self.check_env(env)
+        super().reset(env, seed)
+        self._mapper = action_wrapper(env, self.meta["wrapper"])
+
+    def normalize(self, features: np.ndarray) -> np.ndarray:
+        """``VecNormalize``'s observation normalisation with the saved statistics."""
+        return np.clip((features - self._mean) / self._std, -self._clip, self._clip).astype(np.float32)
+
+    def raw_action(self, obs: np.ndarray) -> np.ndarray:
+        """The model's deterministic action (in the wrapper's space) for a raw env observation."""
+        x = self.normalize(rate_features(obs, self.base))
+        a, _ = self.model.predict(x, deterministic=True)
+        return a
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The native action: the model's action mapped by its wrapper."""
+        a = self.raw_action(obs)
+        if isinstance(self._mapper.action_space, gym.spaces.Box):
+            a = np.clip(a, -1.0, 1.0)
+        return self._mapper.action(a)
+
+
+def shipped_policy_path() -> Path:
+    """The metadata JSON of the policy that ships with the package."""
+    p = Path(str(resources.files("agents") / "shipped" / f"{SHIPPED_STEM}.json"))
+    if not p.is_file():
+        raise FileNotFoundError(f"policy: the shipped policy {p} is missing (reinstall the package)")
+    return p
+
+
+def get_policy(spec: str | Path, **options: Any) -> Policy:
+    """The policy called ``spec`` (a name of :data:`CLASSICAL`, ``learned``, or a saved policy's path)."""
+    name = str(spec)
+    if name == "alternating":
+        return SchedulerPolicy("alternating", "alternating")
+    if name == "exact":
+        return SchedulerPolicy("exact", "exact")
+    if name == "static":
+        return SchedulerPolicy("static", "exact", once=True)
+    if name == "psl":
+        return SchedulerPolicy("psl", "psl")
+    if name == "random":
+        return RandomPolicy()
+    if name == "oracle":
+        return OraclePolicy(**options)
+    if name == "learned":
+        return LearnedPolicy(shipped_policy_path(), name="learned")
+    p = Path(name)
+    if p.suffix in (".zip", ".json") or p.is_dir() or p.exists():
+        return LearnedPolicy(p)
+    raise ValueError(f"policy: {name!r} is neither a policy name ({', '.join(CLASSICAL)}, learned) "
+                     f"nor an existing saved policy (.zip/.json or run folder)")
