@@ -145,6 +145,23 @@ def _number(value: Any, where: str, *, minimum: float = 0.0, strict: bool = Fals
     return v
 
 
+def _is_positive_number(x: Any) -> bool:
+    return type(x) in (float, int) and 0 < x < math.inf
+
+
+def _devices_look_valid(devices: tuple[Device, ...]) -> bool:
+    """True when every device field is a plain in-range number (checked in one pass)."""
+    try:
+        for d in devices:
+            if not (type(d) is Device and _is_positive_number(d.speed) and type(d.samples) is int
+                    and d.samples >= 1 and type(d.memory_bytes) in (float, int) and d.memory_bytes > 0
+                    and type(d.rate_bps) in (float, int) and 0 <= d.rate_bps < math.inf):
+                return False
+    except AttributeError:
+        return False
+    return True
+
+
 def validate_scenario(s: Scenario) -> None:
     """Raise :class:`ScenarioError` naming the first bad field of ``s``."""
     if not isinstance(s.profile, LayerProfile):
@@ -153,6 +170,8 @@ def validate_scenario(s: Scenario) -> None:
         raise ScenarioError(f"batch_size: must be an integer >= 1, got {s.batch_size!r}")
     if len(s.devices) < 1:
         raise ScenarioError("devices: need at least one device")
+    if _devices_look_valid(s.devices) and s.server.sharing in SHARING_MODES and _is_positive_number(s.server.speed):
+        return  # fast path (environments build a scenario every episode); the loop below names the culprit
     for i, d in enumerate(s.devices):
         where = f"devices[{i}]"
         if not isinstance(d, Device):
