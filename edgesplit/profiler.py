@@ -92,8 +92,9 @@ def profile_model(
     """Profile ``model`` (a zoo name or a :class:`SplitModel`) on this host, per cut unit and sample.
 
     ``input_shape`` (C, H, W) overrides the dataset's input shape for a custom model;
-    ``progress(done, total)`` is called after each timed pass. See the module docstring for what
-    is measured and how.
+    ``progress(done, total)`` is called after each round over the units (``total`` unit passes).
+    A passed model runs in training mode (its mode is restored afterwards, but BatchNorm running
+    statistics move and gradients are cleared). See the module docstring for what is measured.
     """
     batch_size = _check_int("batch_size", batch_size, 1)
     warmup = _check_int("warmup", warmup, 0)
@@ -110,6 +111,8 @@ def profile_model(
     if input_shape is None:
         shape = dataset_shape(dataset)
         input_shape = (shape.channels, shape.size, shape.size)
+    load_at_start = _load_average()
+    was_training = net.training
     net.train()
     params = list(net.parameters())
     L = net.n_layers
@@ -161,6 +164,7 @@ def profile_model(
             progress(done, total)
     for p in params:
         p.grad = None
+    net.train(was_training)
     fwd_s = np.median(fwd, axis=0) / batch_size
     bwd_s = np.median(bwd, axis=0) / batch_size
     # relative spread of the repeats (interquartile range / median), kept for reporting noise
@@ -176,7 +180,7 @@ def profile_model(
         fwd_flops=flops,
         model=model_name,
         dataset=dataset,
-        host=f"{describe_host()}; load average {_load_average()} at start",
+        host=f"{describe_host()}; load average {load_at_start} at start",
         batch_size=batch_size,
         meta={"repeats": repeats, "warmup": warmup, "seed": seed, "total_iqr_over_median": spread},
     )
