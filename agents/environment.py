@@ -8,13 +8,13 @@ nominal mean rates, which the ``static`` scheduler also uses) and the rates meas
 Wrapper names (``--wrapper``):
 
 ============  ===================================================  ==========================================
-name          action space                                         mapping (see :mod:`envs.wrappers`)
+name          action space                                         mapping (see :mod:`edgesplit.envs.wrappers`)
 ============  ===================================================  ==========================================
-``flat``      ``Box(-1, 1, (2N,))``                                cuts and shares (``envs.wrappers.FlatBoxAction``)
+``flat``      ``Box(-1, 1, (2N,))``                                cuts and shares (``edgesplit.envs.wrappers.FlatBoxAction``)
 ``hybrid``    ``MultiDiscrete([L] * N)``                           cuts; optimal shares at the last measured
-                                                                   rates (``envs.wrappers.CutsOnlyAction``)
+                                                                   rates (``edgesplit.envs.wrappers.CutsOnlyAction``)
 ``shares``    ``Box(-1, 1, (N,))``                                 shares; the alternating rule's cuts at the last
-                                                                   measured rates (``envs.wrappers.SharesOnlyAction``)
+                                                                   measured rates (``edgesplit.envs.wrappers.SharesOnlyAction``)
 ``forecast``  ``Box(-1, 1, (N,))``                                 a rate forecast per device: the ``exact``
                                                                    scheduler plans on it (:class:`ForecastAction`)
 ============  ===================================================  ==========================================
@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-import envs
+from edgesplit import envs
 from edgesplit.costmodel import CostModel, optimal_shares
 from edgesplit.schedulers import seconds_alone
 from edgesplit.traces import Trace, default_traceset, load_traces

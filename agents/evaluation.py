@@ -16,8 +16,8 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from agents.environment import load_trace_list, make_base_env
-from agents.policies import LearnedPolicy, Policy, get_policy
+from edgesplit.agents.environment import load_trace_list, make_base_env
+from edgesplit.agents.policies import LearnedPolicy, Policy, get_policy
 from edgesplit.traces import Trace
 
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,

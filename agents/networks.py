@@ -11,7 +11,7 @@ features and the round progress (permutation-equivariant actor, permutation-inva
   logits for ``hybrid``);
 - critic: ``MLP([mean_i g(x_i), progress])`` with ``g`` another shared per-device network.
 
-The observation must be :func:`agents.environment.rate_features`' layout (``n_devices`` and
+The observation must be :func:`edgesplit.agents.environment.rate_features`' layout (``n_devices`` and
 ``history`` say how to read it). Use with ``policy=DeviceSharedPolicy`` and
 ``policy_kwargs={"n_devices": N, "history": H}``.
 """

@@ -37,9 +37,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.environment import FEATURES_VERSION, action_wrapper, rate_features
+from edgesplit.agents.environment import FEATURES_VERSION, action_wrapper, rate_features
 from edgesplit.schedulers import get_scheduler
-import envs
+from edgesplit import envs
 
 CLASSICAL: tuple[str, ...] = ("alternating", "exact", "static", "oracle", "psl", "random")
 """Names of the built-in (non-learned) policies."""

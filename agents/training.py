@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.environment import (FEATURES_VERSION, REWARDS, WRAPPER_NAMES, env_kwargs, load_trace_list, make_agent_env)
-from agents.policies import ALGOS, METADATA_FORMAT, _load_algo
+from edgesplit.agents.environment import (FEATURES_VERSION, REWARDS, WRAPPER_NAMES, env_kwargs, load_trace_list, make_agent_env)
+from edgesplit.agents.policies import ALGOS, METADATA_FORMAT, _load_algo
 
 DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
     "ppo": {"n_steps": 256, "batch_size": 256, "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.9,
@@ -55,7 +55,7 @@ DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
 """Per-algorithm defaults (``gamma = 0.9``: a round's plan matters mostly for that round)."""
 
 NETS: tuple[str, ...] = ("auto", "device", "mlp")
-"""Policy networks: ``device`` (:class:`agents.networks.DeviceSharedPolicy`, PPO/A2C), ``mlp``
+"""Policy networks: ``device`` (:class:`edgesplit.agents.networks.DeviceSharedPolicy`, PPO/A2C), ``mlp``
 (SB3's ``MlpPolicy``), ``auto`` (``device`` for PPO/A2C, ``mlp`` for SAC/TD3)."""
 
 DISCRETE_ONLY_ON_POLICY = ("ppo", "a2c")
@@ -380,7 +380,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             kwargs["tensorboard_log"] = str(run_dir / "tb")
         policy: Any = "MlpPolicy"
         if resolved_net(cfg) == "device":
-            from agents.networks import DeviceSharedPolicy
+            from edgesplit.agents.networks import DeviceSharedPolicy
 
             policy = DeviceSharedPolicy
             pk = dict(kwargs.get("policy_kwargs", {}))

@@ -1,12 +1,12 @@
 """Gymnasium environments over the :mod:`edgesplit` cost model. Importing this package registers:
 
-- ``EdgeSplit-v0`` (:class:`envs.static_env.EdgeSplitEnv`): link rates fixed within an episode;
-- ``EdgeSplitDynamic-v0`` (:class:`envs.dynamic_env.EdgeSplitDynamicEnv`): trace-driven links,
+- ``EdgeSplit-v0`` (:class:`edgesplit.envs.static_env.EdgeSplitEnv`): link rates fixed within an episode;
+- ``EdgeSplitDynamic-v0`` (:class:`edgesplit.envs.dynamic_env.EdgeSplitDynamicEnv`): trace-driven links,
   measured-rate observations, migration costs;
-- ``EdgeSplitTrain-v0`` (``envs.train_env:EdgeSplitTrainEnv``): real torch split training.
+- ``EdgeSplitTrain-v0`` (``edgesplit.envs.train_env:EdgeSplitTrainEnv``): real torch split training.
 
-``gym.make("envs:EdgeSplit-v0")`` imports this package and so also works without an import.
-Action wrappers for stable-baselines3 live in :mod:`envs.wrappers` (:func:`wrap`).
+``gym.make("edgesplit.envs:EdgeSplit-v0")`` imports this package and so also works without an import.
+Action wrappers for stable-baselines3 live in :mod:`edgesplit.envs.wrappers` (:func:`wrap`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 from gymnasium.envs.registration import register, registry
 
 from edgesplit.schedulers import Plan
-from envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
-from envs.dynamic_env import EdgeSplitDynamicEnv
-from envs.static_env import EdgeSplitEnv
-from envs.wrappers import WRAPPERS, CutsOnlyAction, FlatBoxAction, SharesOnlyAction, wrap
+from edgesplit.envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
+from edgesplit.envs.dynamic_env import EdgeSplitDynamicEnv
+from edgesplit.envs.static_env import EdgeSplitEnv
+from edgesplit.envs.wrappers import WRAPPERS, CutsOnlyAction, FlatBoxAction, SharesOnlyAction, wrap
 
 TRAIN_MAX_EPISODE_STEPS = 20
 """``max_episode_steps`` registered for ``EdgeSplitTrain-v0`` (real training rounds are slow)."""
@@ -30,9 +30,9 @@ ALL_IDS: tuple[str, ...] = SIMULATED_IDS + ("EdgeSplitTrain-v0",)
 """Every id this package registers."""
 
 _ENTRY_POINTS = {
-    "EdgeSplit-v0": ("envs.static_env:EdgeSplitEnv", DEFAULT_ROUNDS),
-    "EdgeSplitDynamic-v0": ("envs.dynamic_env:EdgeSplitDynamicEnv", DEFAULT_ROUNDS),
-    "EdgeSplitTrain-v0": ("envs.train_env:EdgeSplitTrainEnv", TRAIN_MAX_EPISODE_STEPS),
+    "EdgeSplit-v0": ("edgesplit.envs.static_env:EdgeSplitEnv", DEFAULT_ROUNDS),
+    "EdgeSplitDynamic-v0": ("edgesplit.envs.dynamic_env:EdgeSplitDynamicEnv", DEFAULT_ROUNDS),
+    "EdgeSplitTrain-v0": ("edgesplit.envs.train_env:EdgeSplitTrainEnv", TRAIN_MAX_EPISODE_STEPS),
 }
 
 

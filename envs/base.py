@@ -79,7 +79,7 @@ def _positive(value: Any, name: str, integer: bool = False, allow_zero: bool = F
 
 
 class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
-    """Common base of :class:`envs.EdgeSplitEnv` and :class:`envs.EdgeSplitDynamicEnv` (see those)."""
+    """Common base of :class:`edgesplit.envs.EdgeSplitEnv` and :class:`edgesplit.envs.EdgeSplitDynamicEnv` (see those)."""
 
     metadata = {"render_modes": ["ansi"], "render_fps": 1}
 

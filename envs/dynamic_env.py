@@ -12,7 +12,7 @@ from edgesplit.devices import GB
 from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
 from edgesplit.traces import Trace, TraceHandle, TraceSet, default_traceset, load_traceset
-from envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
+from edgesplit.envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
 
 
 def resolve_traces(traces: str | Path | Sequence[Trace] | TraceSet | None) -> TraceSet:
@@ -34,7 +34,7 @@ class EdgeSplitDynamicEnv(EdgeSplitBaseEnv):
     """
     ## Description
 
-    ``EdgeSplit-v0`` (see :class:`envs.EdgeSplitEnv`) with links that change over time. Every
+    ``EdgeSplit-v0`` (see :class:`edgesplit.envs.EdgeSplitEnv`) with links that change over time. Every
     device's link follows a throughput trace: at reset each device gets a random trace of the set
     and a random start offset into it, scaled by ``rate_class_i / trace_mean`` so that its mean is
     the device's link class rate (the scenario's ``rate_bps``). Traces repeat at their end.

@@ -11,7 +11,7 @@ from edgesplit.costmodel import CostModel, transfer_seconds
 from edgesplit.devices import GB
 from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
-from envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
+from edgesplit.envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
 
 
 class EdgeSplitEnv(EdgeSplitBaseEnv):
@@ -42,11 +42,11 @@ class EdgeSplitEnv(EdgeSplitBaseEnv):
     A cut deeper than a device's memory allows is **masked**: clipped to the deepest cut that fits
     (``info["memory_clipped"]`` says where). NaN or infinite entries, cut indices outside
     ``0..L-1``, negative shares, wrong shapes or a missing key raise ``ValueError`` naming the
-    entry. Wrappers in :mod:`envs.wrappers` give SB3-ready ``Box`` / ``MultiDiscrete`` spaces.
+    entry. Wrappers in :mod:`edgesplit.envs.wrappers` give SB3-ready ``Box`` / ``MultiDiscrete`` spaces.
 
     ## Observation Space
 
-    A ``Box(0, high, (N * 5 + 1,), float32)``, feature-major (see :mod:`envs.base`):
+    A ``Box(0, high, (N * 5 + 1,), float32)``, feature-major (see :mod:`edgesplit.envs.base`):
 
     | Num              | Observation                                          | Min | Max |
     |------------------|------------------------------------------------------|-----|-----|

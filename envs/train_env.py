@@ -15,7 +15,7 @@ from edgesplit.devices import GB
 from edgesplit.engine import RoundStats, SplitTrainer, resolve_profile, scenario_for_rounds
 from edgesplit.scenario import Scenario
 from edgesplit.zoo import build_model, dataset_shape
-from envs.static_env import EdgeSplitEnv
+from edgesplit.envs.static_env import EdgeSplitEnv
 
 
 @lru_cache(maxsize=8)
@@ -34,7 +34,7 @@ class EdgeSplitTrainEnv(EdgeSplitEnv):
     """
     ## Description
 
-    ``EdgeSplit-v0`` (see :class:`envs.EdgeSplitEnv`) with **real training**: every step runs one
+    ``EdgeSplit-v0`` (see :class:`edgesplit.envs.EdgeSplitEnv`) with **real training**: every step runs one
     round of parallel split learning in torch (:class:`edgesplit.engine.SplitTrainer`) with the
     chosen cuts: each device trains its client segment on its own data, the server replicas the
     rest, and all copies of every layer are averaged, weighted by sample counts. The round's

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plain unsplit: {plain_sps:9.1f} samples/s  (same batches, one model, one optimiser)")
     print(f"ratio split/plain: {split_sps / plain_sps:.3f}  (per-repeat ratios: min {min(ratios):.3f}, "
           f"median {statistics.median(ratios):.3f}, max {max(ratios):.3f}; goal >= 0.9)")
-    cmd = [sys.executable, "-m", "experiments.bench_engine", "--model", args.model, "--dataset", args.dataset,
+    cmd = [sys.executable, "-m", "edgesplit.experiments.bench_engine", "--model", args.model, "--dataset", args.dataset,
            "--devices", str(args.devices), "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
            "--momentum", str(args.momentum), "--cuts", ",".join(map(str, cuts))]
     if args.threads:

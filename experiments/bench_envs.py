@@ -38,10 +38,10 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-import envs  # noqa: E402,F401  (registers the ids)
+from edgesplit import envs  # noqa: E402,F401  (registers the ids)
 from edgesplit.costmodel import CostModel  # noqa: E402
 from edgesplit.devices import generate_scenario  # noqa: E402
-from envs.base import resolve_profile  # noqa: E402
+from edgesplit.envs.base import resolve_profile  # noqa: E402
 
 
 def _random_actions(n: int, n_layers: int, count: int = 256, seed: int = 0) -> list[dict]:

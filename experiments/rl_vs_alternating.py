@@ -10,7 +10,7 @@ exact optimum on those rates) is stale. How much of the gap between it and a cla
 
 Protocol:
 
-1. Split the traces (``agents.environment.split_traces``: a fixed 70/30 split per trace family,
+1. Split the traces (``edgesplit.agents.environment.split_traces``: a fixed 70/30 split per trace family,
    FCC broadband and Norway HSDPA): the agents train on the ``train`` part only.
 2. For each seed, train PPO with the ``forecast`` action (a per-device rate forecast; the exact
    rule plans on it), the device-shared network and the counterfactual training reward
@@ -46,10 +46,10 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from agents.environment import fast_exact_plan, load_trace_list, make_base_env  # noqa: E402
-from agents.evaluation import evaluate_policies, mean_ci95  # noqa: E402
-from agents.policies import LearnedPolicy, Policy, get_policy  # noqa: E402
-from agents.training import TrainConfig, resolved_net, train  # noqa: E402
+from edgesplit.agents.environment import fast_exact_plan, load_trace_list, make_base_env  # noqa: E402
+from edgesplit.agents.evaluation import evaluate_policies, mean_ci95  # noqa: E402
+from edgesplit.agents.policies import LearnedPolicy, Policy, get_policy  # noqa: E402
+from edgesplit.agents.training import TrainConfig, resolved_net, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACES = ROOT.parent / "shared" / "data" / "traces" / "pensieve-train"

@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from agents.environment import (RateFeatures, fast_exact_plan, make_agent_env, make_base_env, rate_features,
+from edgesplit.agents.environment import (RateFeatures, fast_exact_plan, make_agent_env, make_base_env, rate_features,
                                 split_traces)
-from agents.evaluation import evaluate, evaluate_policies, mean_ci95, summarize
-from agents.policies import CLASSICAL, Policy, get_policy, shipped_policy_path
+from edgesplit.agents.evaluation import evaluate, evaluate_policies, mean_ci95, summarize
+from edgesplit.agents.policies import CLASSICAL, Policy, get_policy, shipped_policy_path
 from edgesplit.cli import main
 from edgesplit.schedulers import get_scheduler
 from edgesplit.traces import default_traceset

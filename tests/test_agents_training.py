@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.environment import make_base_env
-from agents.evaluation import evaluate
-from agents.policies import LearnedPolicy, get_policy
-from agents.training import run_name, seed_everything
+from edgesplit.agents.environment import make_base_env
+from edgesplit.agents.evaluation import evaluate
+from edgesplit.agents.policies import LearnedPolicy, get_policy
+from edgesplit.agents.training import run_name, seed_everything
 from edgesplit.cli import main
 
 TINY = ["--env", "EdgeSplitDynamic-v0", "--algo", "ppo", "--wrapper", "forecast", "--n-devices", "4",
@@ -87,7 +87,7 @@ def test_seed_everything_and_run_name() -> None:
 
 
 def test_study_falls_back_to_synthetic_traces_with_a_note(tiny_run: Path, tmp_path: Path) -> None:
-    from experiments.rl_vs_alternating import main as study
+    from edgesplit.experiments.rl_vs_alternating import main as study
 
     out = tmp_path / "study"
     assert study(["--out", str(out), "--traces", str(tmp_path / "no-such-folder"), "--n-devices", "4",

@@ -15,14 +15,14 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.utils.env_checker import data_equivalence
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
+from edgesplit import envs
 from edgesplit.costmodel import CostModel, optimal_shares
 from edgesplit.devices import generate_scenario
 from edgesplit.profiles import load_builtin_profile
 from edgesplit.scenario import Device, Scenario, Server
 from edgesplit.schedulers import best_cuts_for_shares, get_scheduler
 from edgesplit.traces import Trace
-from envs.wrappers import SHARE_KAPPA, cuts_from_unit, shares_from_unit
+from edgesplit.envs.wrappers import SHARE_KAPPA, cuts_from_unit, shares_from_unit
 
 from .conftest import SHARED_DATA
 
@@ -58,7 +58,7 @@ def test_ids_are_registered_with_time_limits() -> None:
         spec = gym.spec(env_id)
         assert spec.max_episode_steps is not None and spec.max_episode_steps > 0
     assert set(envs.SIMULATED_IDS) <= set(envs.ALL_IDS)
-    assert gym.spec("EdgeSplitTrain-v0").entry_point == "envs.train_env:EdgeSplitTrainEnv"
+    assert gym.spec("EdgeSplitTrain-v0").entry_point == "edgesplit.envs.train_env:EdgeSplitTrainEnv"
     env = gym.make("envs:EdgeSplit-v0", n_devices=3)
     assert env.unwrapped.n_devices == 3 and env.spec.max_episode_steps == envs.DEFAULT_ROUNDS
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401 - registers the ids
-from envs.train_env import EdgeSplitTrainEnv
+from edgesplit import envs  # noqa: F401 - registers the ids
+from edgesplit.envs.train_env import EdgeSplitTrainEnv
 
 TINY = dict(model="small_cnn", dataset="synthetic_mnist", n_devices=2, samples=32, batch_size=16, iterations=1,
             test_samples=64, rounds=3)

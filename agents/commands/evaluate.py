@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print."""
-    from agents.evaluation import evaluate
+    from edgesplit.agents.evaluation import evaluate
 
     if args.episodes < 1:
         raise ValueError(f"--episodes: must be >= 1, got {args.episodes}")

@@ -19,8 +19,8 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``edgesplit train-agent``."""
-    from agents.environment import WRAPPER_NAMES
-    from agents.policies import ALGOS
+    from edgesplit.agents.environment import WRAPPER_NAMES
+    from edgesplit.agents.policies import ALGOS
 
     p.add_argument("--env", default="EdgeSplitDynamic-v0", help="environment id (EdgeSplit-v0 or EdgeSplitDynamic-v0)")
     p.add_argument("--algo", default="ppo", choices=ALGOS, help="stable-baselines3 algorithm")
@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print where the run went."""
-    from agents.training import TrainConfig, parse_hyperparam, train
+    from edgesplit.agents.training import TrainConfig, parse_hyperparam, train
 
     overrides = dict(parse_hyperparam(h) for h in args.hp)
     cfg = TrainConfig(env_id=args.env, algo=args.algo, wrapper=args.wrapper, timesteps=args.timesteps,
