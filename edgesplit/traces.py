@@ -43,6 +43,19 @@ MAHIMAHI_PACKET_BITS = 1500 * 8
 """Bits per Mahimahi delivery opportunity (one 1500-byte packet)."""
 
 
+MAX_RATE_BPS = 1e15
+"""Largest rate a trace may hold (1 Pbit/s): larger values are rejected, so sums never overflow."""
+
+MIN_MEAN_BPS = 1.0
+"""Smallest mean rate of a trace (1 bit/s): a link slower than that never finishes a round."""
+
+MAX_TRACE_S = 1e7
+"""Longest trace (about 116 days): a longer one is a malformed file (e.g. a timestamp in the wrong unit)."""
+
+MAX_BINS = 10_000_000
+"""Most constant-rate bins in one trace (Mahimahi binning refuses timestamps that need more)."""
+
+
 class TraceError(EdgeSplitError):
     """A trace file or trace array is missing, malformed, or never delivers anything."""
 
@@ -84,6 +97,16 @@ class Trace:
             raise TraceError(f"{name}: rates must be >= 0 (bin {j}: {r[j]!r})")
         if not (r > 0).any():
             raise TraceError(f"{name}: every throughput value is 0; a link that never delivers cannot be used")
+        if period > MAX_TRACE_S:
+            raise TraceError(f"{name}: the trace lasts {period:.4g} s; at most {MAX_TRACE_S:.0e} s is allowed "
+                             f"(a timestamp in the wrong unit?)")
+        if r.max() > MAX_RATE_BPS:
+            j = int(np.argmax(r))
+            raise TraceError(f"{name}: rates must be <= {MAX_RATE_BPS:.0e} bit/s (bin {j}: {r[j]!r})")
+        mean = float(np.dot(r, np.diff(np.append(t, period)))) / period
+        if not mean >= MIN_MEAN_BPS:
+            raise TraceError(f"{name}: mean rate {mean!r} bit/s is below {MIN_MEAN_BPS} bit/s; such a link "
+                             f"never finishes a round")
         t.setflags(write=False)
         r.setflags(write=False)
         object.__setattr__(self, "times_s", t)
@@ -373,6 +396,9 @@ def parse_pensieve(text: str, name: str = "trace") -> Trace:
     except (ValueError, IndexError):
         raise _bad_line(name, lines, 2, "'time_s throughput_mbps'") from None
     t, mbps = rows[:, 0], rows[:, 1]
+    if np.abs(rows).max() > 1e12:
+        j = int(np.argmax(np.abs(rows).max(axis=1)))
+        raise TraceError(f"{name}: line {lines[j][0]}: value out of range (|x| <= 1e12 allowed) in {lines[j][1]!r}")
     d = np.diff(t)
     if (d <= 0).any():
         j = int(np.flatnonzero(d <= 0)[0]) + 1
@@ -394,6 +420,8 @@ def parse_mahimahi(text: str, name: str = "trace", bin_s: float = 1.0) -> Trace:
         raise TraceError(f"{name}: empty trace file")
     try:
         ms = np.array([int(ln) for _, ln in lines], dtype=np.int64)
+    except OverflowError:
+        raise TraceError(f"{name}: a timestamp is too large (timestamps are ms since the start)") from None
     except ValueError:
         for n, ln in lines:
             try:
@@ -410,6 +438,10 @@ def parse_mahimahi(text: str, name: str = "trace", bin_s: float = 1.0) -> Trace:
     period = float(ms[-1]) / 1000.0
     if period <= 0:
         raise TraceError(f"{name}: the last timestamp must be > 0 ms (it is the trace's period)")
+    if period > MAX_TRACE_S or period / bin_s > MAX_BINS:
+        raise TraceError(f"{name}: the last timestamp {int(ms[-1])} ms makes a trace of {period:.4g} s in "
+                         f"{period / bin_s:.4g} bins of {bin_s} s; at most {MAX_TRACE_S:.0e} s and "
+                         f"{MAX_BINS:.0e} bins are allowed (timestamps must be in ms)")
     n_bins = max(1, int(math.ceil(period / bin_s - 1e-9)))
     idx = np.minimum((ms / 1000.0 / bin_s).astype(np.int64), n_bins - 1)
     counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
@@ -541,3 +573,124 @@ def synthetic_traces(n_traces: int = 32, duration_s: float = 900.0, step_s: floa
 def default_traceset(seed: int = 0) -> TraceSet:
     """The built-in synthetic :class:`TraceSet` (32 traces of 15 min, 1 s bins), cached."""
     return TraceSet(synthetic_traces(seed=seed))
+
+
+# ----------------------------------------------------------------------------- trace families
+
+
+PENSIEVE_FAMILIES: dict[str, str] = {"trace_": "fcc", "bus.": "hsdpa", "car.": "hsdpa", "ferry.": "hsdpa",
+                                     "metro.": "hsdpa", "train.": "hsdpa", "tram.": "hsdpa"}
+"""File-name prefixes of the Pensieve traces: FCC broadband (``trace_<id>_http---<site>``) and the
+Norway HSDPA 3G logs (``<vehicle>.<route>-report.<date>.log``); both sit in one folder."""
+
+
+def family_of_file(path: str | Path, default: str | None = None) -> str:
+    """The family a trace file belongs to: ``fcc`` or ``hsdpa`` for Pensieve's files (by name),
+    ``synthetic`` for the built-in set, else ``default`` (the folder's name when ``None``)."""
+    p = Path(path)
+    base = p.name
+    if base.startswith("synthetic"):
+        return "synthetic"
+    for prefix, fam in PENSIEVE_FAMILIES.items():
+        if base.startswith(prefix):
+            return fam
+    return default if default is not None else (p.parent.name or "traces")
+
+
+@dataclass(frozen=True, eq=False)
+class TraceFamily:
+    """A named family of traces of one kind of link (e.g. ``hsdpa``, ``conext23-att``).
+
+    ``mean_bps`` is the family's long-run rate, ``sum(bits) / sum(seconds)`` over its traces: the
+    rate a link that plays one trace of the family after another, drawn uniformly, has in the long
+    run. A device of link class ``rate_bps`` on this family is scaled by ``rate_bps / mean_bps``
+    (the same factor for every trace of the family, so a device's true mean rate differs from its
+    nominal one as real links differ from their class).
+    """
+
+    name: str
+    traces: tuple[Trace, ...]
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise TraceError("family: the name must not be empty")
+        traces = tuple(self.traces)
+        if not traces:
+            raise TraceError(f"family {self.name!r}: needs at least one trace")
+        if not all(isinstance(t, Trace) for t in traces):
+            raise TraceError(f"family {self.name!r}: expected Trace objects")
+        object.__setattr__(self, "traces", traces)
+
+    def __len__(self) -> int:
+        return len(self.traces)
+
+    @property
+    def mean_bps(self) -> float:
+        """Long-run rate of the family: total bits over total seconds of its traces."""
+        return float(sum(t.total_bits for t in self.traces) / sum(t.period_s for t in self.traces))
+
+    @property
+    def names(self) -> list[str]:
+        """The traces' names."""
+        return [t.name for t in self.traces]
+
+
+def group_families(traces: Sequence[Trace], default: str | None = None) -> list[TraceFamily]:
+    """Traces grouped into families by :func:`family_of_file` of their names (sorted by family name;
+    traces keep their order)."""
+    groups: dict[str, list[Trace]] = {}
+    for t in traces:
+        groups.setdefault(family_of_file(t.name, default), []).append(t)
+    return [TraceFamily(name, tuple(groups[name])) for name in sorted(groups)]
+
+
+def load_families(specs: str | Path | Iterable[str | Path], fmt: str = "auto", bin_s: float = 1.0) -> list[TraceFamily]:
+    """Trace families from one or several folders (globs, files): a folder is a family, except that
+    Pensieve's folder holds two (FCC and Norway HSDPA, told apart by file name: :func:`family_of_file`).
+    Families of the same name from different folders are merged."""
+    specs_l = [specs] if isinstance(specs, (str, Path)) else list(specs)
+    if not specs_l:
+        raise TraceError("traces: no folder given")
+    merged: dict[str, list[Trace]] = {}
+    for spec in specs_l:
+        p = Path(spec)
+        default = p.name if p.is_dir() else (p.parent.name or "traces")
+        for fam in group_families(load_traces(spec, fmt=fmt, bin_s=bin_s), default):
+            merged.setdefault(fam.name, []).extend(fam.traces)
+    return [TraceFamily(name, tuple(merged[name])) for name in sorted(merged)]
+
+
+@lru_cache(maxsize=1)
+def default_families() -> tuple[TraceFamily, ...]:
+    """The offline default: the built-in synthetic traces as one family ``synthetic``."""
+    return (TraceFamily("synthetic", default_traceset().traces),)
+
+
+def split_traces(traces: Sequence[Trace], split: str, test_fraction: float = 0.3, seed: int = 0) -> list[Trace]:
+    """The ``train``, ``test`` or ``all`` part of ``traces``: per family (:func:`family_of_file`), a
+    seeded permutation of the traces sorted by base name; the first ``round(test_fraction * n)``
+    (at least 1 when a family has 2 or more) are ``test``, the rest ``train``. Deterministic, and
+    disjoint by construction. (Within-family splits; for judging on unseen link kinds, hold out
+    whole families instead.)"""
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"trace_split: must be train, test or all, got {split!r}")
+    if split == "all":
+        return list(traces)
+    families: dict[str, list[Trace]] = {}
+    for t in sorted(traces, key=lambda t: Path(t.name).name):
+        families.setdefault(family_of_file(t.name, "traces"), []).append(t)
+    out: list[Trace] = []
+    rng = np.random.default_rng(seed)
+    for fam in sorted(families):
+        group = families[fam]
+        perm = rng.permutation(len(group))
+        n_test = int(round(test_fraction * len(group)))
+        if len(group) >= 2:
+            n_test = min(max(n_test, 1), len(group) - 1)
+        else:
+            n_test = 0
+        test_idx = set(perm[:n_test].tolist())
+        out.extend(t for j, t in enumerate(group) if (j in test_idx) == (split == "test"))
+    if not out:
+        raise ValueError(f"trace_split: the {split!r} part of {len(traces)} traces is empty")
+    return out

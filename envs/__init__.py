@@ -1,8 +1,11 @@
 """Gymnasium environments over the :mod:`edgesplit` cost model. Importing this package registers:
 
 - ``EdgeSplit-v0`` (:class:`edgesplit.envs.static_env.EdgeSplitEnv`): link rates fixed within an episode;
-- ``EdgeSplitDynamic-v0`` (:class:`edgesplit.envs.dynamic_env.EdgeSplitDynamicEnv`): trace-driven links,
-  measured-rate observations, migration costs;
+- ``EdgeSplitDynamic-v1`` (:class:`edgesplit.envs.dynamic_v1.EdgeSplitDynamicV1Env`): trace-driven links
+  with the honest information model of DESIGN.md (family-mean scaling, no looping, cuts per round,
+  shares re-divided every ``interval_s``); use this one for dynamic bandwidth;
+- ``EdgeSplitDynamic-v0`` (:class:`edgesplit.envs.dynamic_env.EdgeSplitDynamicEnv`): kept for old results
+  only (its scaling leaks each trace's mean and its traces loop; see its docstring);
 - ``EdgeSplitTrain-v0`` (``edgesplit.envs.train_env:EdgeSplitTrainEnv``): real torch split training.
 
 ``gym.make("edgesplit.envs:EdgeSplit-v0")`` imports this package and so also works without an import.
@@ -17,13 +20,14 @@ from gymnasium.envs.registration import register, registry
 from edgesplit.schedulers import Plan
 from edgesplit.envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
 from edgesplit.envs.dynamic_env import EdgeSplitDynamicEnv
+from edgesplit.envs.dynamic_v1 import EdgeSplitDynamicV1Env
 from edgesplit.envs.static_env import EdgeSplitEnv
 from edgesplit.envs.wrappers import WRAPPERS, CutsOnlyAction, FlatBoxAction, SharesOnlyAction, wrap
 
 TRAIN_MAX_EPISODE_STEPS = 20
 """``max_episode_steps`` registered for ``EdgeSplitTrain-v0`` (real training rounds are slow)."""
 
-SIMULATED_IDS: tuple[str, ...] = ("EdgeSplit-v0", "EdgeSplitDynamic-v0")
+SIMULATED_IDS: tuple[str, ...] = ("EdgeSplit-v0", "EdgeSplitDynamic-v0", "EdgeSplitDynamic-v1")
 """The ids whose step is simulated by the cost model (fast, deterministic)."""
 
 ALL_IDS: tuple[str, ...] = SIMULATED_IDS + ("EdgeSplitTrain-v0",)
@@ -32,6 +36,7 @@ ALL_IDS: tuple[str, ...] = SIMULATED_IDS + ("EdgeSplitTrain-v0",)
 _ENTRY_POINTS = {
     "EdgeSplit-v0": ("edgesplit.envs.static_env:EdgeSplitEnv", DEFAULT_ROUNDS),
     "EdgeSplitDynamic-v0": ("edgesplit.envs.dynamic_env:EdgeSplitDynamicEnv", DEFAULT_ROUNDS),
+    "EdgeSplitDynamic-v1": ("edgesplit.envs.dynamic_v1:EdgeSplitDynamicV1Env", None),
     "EdgeSplitTrain-v0": ("edgesplit.envs.train_env:EdgeSplitTrainEnv", TRAIN_MAX_EPISODE_STEPS),
 }
 
@@ -52,6 +57,6 @@ register_envs()
 
 __all__ = [
     "ALL_IDS", "DEFAULT_ROUNDS", "MAX_OBS", "SIMULATED_IDS", "TRAIN_MAX_EPISODE_STEPS", "WRAPPERS",
-    "CutsOnlyAction", "EdgeSplitBaseEnv", "EdgeSplitDynamicEnv", "EdgeSplitEnv", "FlatBoxAction",
+    "CutsOnlyAction", "EdgeSplitBaseEnv", "EdgeSplitDynamicEnv", "EdgeSplitDynamicV1Env", "EdgeSplitEnv", "FlatBoxAction",
     "SharesOnlyAction", "action_from_plan", "register_envs", "wrap",
 ]

@@ -1,4 +1,7 @@
-"""``EdgeSplitDynamic-v0``: parallel split learning over trace-driven links, with migration costs."""
+"""``EdgeSplitDynamic-v0``: parallel split learning over trace-driven links, with migration costs.
+
+Kept for old results only: use ``EdgeSplitDynamic-v1`` (:mod:`edgesplit.envs.dynamic_v1`). See the
+information caveat in :class:`EdgeSplitDynamicEnv`'s docstring."""
 
 from __future__ import annotations
 
@@ -33,6 +36,12 @@ def resolve_traces(traces: str | Path | Sequence[Trace] | TraceSet | None) -> Tr
 class EdgeSplitDynamicEnv(EdgeSplitBaseEnv):
     """
     ## Description
+
+    **Information caveat (why v1 exists).** Each trace is scaled by its *own* mean, so a device's
+    nominal rate (what ``static`` and learned policies see) is exactly the long-run mean of its
+    coming link rates: the future leaks into the "nominal" rate. And traces loop, so per-round
+    rates largely average a trace over its own period. Kept registered to reproduce old results;
+    use ``EdgeSplitDynamic-v1`` (:class:`edgesplit.envs.dynamic_v1.EdgeSplitDynamicV1Env`) instead.
 
     ``EdgeSplit-v0`` (see :class:`edgesplit.envs.EdgeSplitEnv`) with links that change over time. Every
     device's link follows a throughput trace: at reset each device gets a random trace of the set
