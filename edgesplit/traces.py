@@ -46,8 +46,8 @@ MAHIMAHI_PACKET_BITS = 1500 * 8
 MAX_RATE_BPS = 1e15
 """Largest rate a trace may hold (1 Pbit/s): larger values are rejected, so sums never overflow."""
 
-MIN_MEAN_BPS = 1.0
-"""Smallest mean rate of a trace (1 bit/s): a link slower than that never finishes a round."""
+MIN_MEAN_BPS = 1e-6
+"""Smallest mean rate of a trace (1e-6 bit/s): below it sums and ratios lose meaning (denormals)."""
 
 MAX_TRACE_S = 1e7
 """Longest trace (about 116 days): a longer one is a malformed file (e.g. a timestamp in the wrong unit)."""

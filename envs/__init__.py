@@ -27,6 +27,10 @@ from edgesplit.envs.wrappers import WRAPPERS, CutsOnlyAction, FlatBoxAction, Sha
 TRAIN_MAX_EPISODE_STEPS = 20
 """``max_episode_steps`` registered for ``EdgeSplitTrain-v0`` (real training rounds are slow)."""
 
+V1_MAX_EPISODE_STEPS = 100_000
+"""``max_episode_steps`` registered for ``EdgeSplitDynamic-v1``: a safety net only, far above a normal
+episode (``rounds`` cut epochs plus about 60-100 share epochs per round; it ends by itself)."""
+
 SIMULATED_IDS: tuple[str, ...] = ("EdgeSplit-v0", "EdgeSplitDynamic-v0", "EdgeSplitDynamic-v1")
 """The ids whose step is simulated by the cost model (fast, deterministic)."""
 
@@ -36,7 +40,7 @@ ALL_IDS: tuple[str, ...] = SIMULATED_IDS + ("EdgeSplitTrain-v0",)
 _ENTRY_POINTS = {
     "EdgeSplit-v0": ("edgesplit.envs.static_env:EdgeSplitEnv", DEFAULT_ROUNDS),
     "EdgeSplitDynamic-v0": ("edgesplit.envs.dynamic_env:EdgeSplitDynamicEnv", DEFAULT_ROUNDS),
-    "EdgeSplitDynamic-v1": ("edgesplit.envs.dynamic_v1:EdgeSplitDynamicV1Env", None),
+    "EdgeSplitDynamic-v1": ("edgesplit.envs.dynamic_v1:EdgeSplitDynamicV1Env", V1_MAX_EPISODE_STEPS),
     "EdgeSplitTrain-v0": ("edgesplit.envs.train_env:EdgeSplitTrainEnv", TRAIN_MAX_EPISODE_STEPS),
 }
 
@@ -56,7 +60,7 @@ def action_from_plan(plan: Plan) -> dict[str, np.ndarray]:
 register_envs()
 
 __all__ = [
-    "ALL_IDS", "DEFAULT_ROUNDS", "MAX_OBS", "SIMULATED_IDS", "TRAIN_MAX_EPISODE_STEPS", "WRAPPERS",
+    "ALL_IDS", "DEFAULT_ROUNDS", "MAX_OBS", "SIMULATED_IDS", "TRAIN_MAX_EPISODE_STEPS", "V1_MAX_EPISODE_STEPS", "WRAPPERS",
     "CutsOnlyAction", "EdgeSplitBaseEnv", "EdgeSplitDynamicEnv", "EdgeSplitDynamicV1Env", "EdgeSplitEnv", "FlatBoxAction",
     "SharesOnlyAction", "action_from_plan", "register_envs", "wrap",
 ]

@@ -163,8 +163,9 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
 
     ## Episode End
 
-    Termination after ``rounds`` rounds or a stalled round. No time limit is registered (an
-    episode has ``rounds`` cut epochs and a variable number of share epochs).
+    Termination after ``rounds`` rounds or a stalled round (an episode has ``rounds`` cut epochs and
+    a variable number of share epochs). The registered ``TimeLimit`` (``max_episode_steps =
+    100,000``) is only a safety net.
 
     ## Arguments
 
