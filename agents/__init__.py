@@ -11,6 +11,16 @@ The shipped policy lives in ``agents/shipped`` (``--policy learned``); ``docs/ag
 it was trained and what it achieves.
 """
 
-from edgesplit.agents.policies import CLASSICAL, LearnedPolicy, Policy, get_policy
+from typing import Any
 
 __all__ = ["CLASSICAL", "LearnedPolicy", "Policy", "get_policy"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import :mod:`edgesplit.agents.policies` on first use, so that ``edgesplit --help`` (which
+    finds ``edgesplit.agents.commands``) does not import gymnasium, torch or stable-baselines3."""
+    if name in __all__:
+        from edgesplit.agents import policies
+
+        return getattr(policies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -50,8 +50,7 @@ SHIPPED_STEM = "edgesplit-dynamic-n10"
 METADATA_FORMAT = 1
 """Version of the JSON metadata written next to a saved model."""
 
-ALGOS: tuple[str, ...] = ("ppo", "a2c", "sac", "td3")
-"""Algorithms of stable-baselines3 that ``train-agent`` supports."""
+from edgesplit.agents.loading import ALGO_NAMES as ALGOS  # noqa: E402  (H-rl: algorithms live in loading.py)
 
 
 class Policy:
@@ -164,12 +163,9 @@ class OraclePolicy(Policy):
 
 
 def _load_algo(algo: str):
-    import stable_baselines3 as sb3
+    from edgesplit.agents.loading import algo_class
 
-    classes = {"ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3}
-    if algo not in classes:
-        raise ValueError(f"algo: must be one of {', '.join(ALGOS)}, got {algo!r}")
-    return classes[algo]
+    return algo_class(algo)
 
 
 def metadata_path(path: str | Path) -> Path:
@@ -193,7 +189,7 @@ class LearnedPolicy(Policy):
     with a message naming the mismatch.
     """
 
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, trust: bool = False) -> None:
         meta_file = metadata_path(path)
         if not meta_file.is_file():
             raise FileNotFoundError(f"policy: no metadata {meta_file} (a policy saved by `edgesplit "
@@ -211,7 +207,9 @@ class LearnedPolicy(Policy):
         self.meta: dict[str, Any] = meta
         self.path = zip_file
         self.name = name or str(meta.get("name", zip_file.stem))
-        self.model = _load_algo(meta["algo"]).load(str(zip_file), device="cpu")
+        from edgesplit.agents.loading import load_model  # no unpickling unless trust (H-rl)
+
+        self.model = load_model(zip_file, meta["algo"], trust=trust)
         rms = meta["obs_rms"]
         self._mean = np.asarray(rms["mean"], dtype=np.float64)
         self._std = np.sqrt(np.asarray(rms["var"], dtype=np.float64) + float(rms.get("epsilon", 1e-8)))
@@ -263,7 +261,7 @@ class LearnedPolicy(Policy):
 
 def shipped_policy_path() -> Path:
     """The metadata JSON of the policy that ships with the package."""
-    p = Path(str(resources.files("agents") / "shipped" / f"{SHIPPED_STEM}.json"))
+    p = Path(str(resources.files("edgesplit.agents") / "shipped" / f"{SHIPPED_STEM}.json"))
     if not p.is_file():
         raise FileNotFoundError(f"policy: the shipped policy {p} is missing (reinstall the package)")
     return p

@@ -37,7 +37,7 @@ def test_run_folder_has_name_hyperparams_checkpoints_and_statistics(tiny_run: Pa
     hp = json.loads((tiny_run / "hyperparams.json").read_text())
     assert hp["wrapper"] == "forecast" and hp["hyperparams"]["n_steps"] == 64
     ckpts = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
-    assert "model_128_steps.zip" in ckpts and "model_vecnormalize_128_steps.pkl" in ckpts
+    assert "model_128_steps.zip" in ckpts and "model_128_steps.vecnormalize.pkl" in ckpts and "model_128_steps.norm.json" in ckpts
     assert "model_256_steps.zip" in ckpts and "model_384_steps.zip" in ckpts  # written after --resume
     assert (tiny_run / "vecnormalize.pkl").is_file() and (tiny_run / "progress.csv").is_file()
     meta = json.loads((tiny_run / "model.json").read_text())

@@ -27,6 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--csv", default=None, help="also write the per-episode table to this CSV file")
+    p.add_argument("--wrapper", default=None, choices=("flat", "hybrid", "shares", "forecast"),
+                   help="play --policy as a plain stable-baselines3 .zip (no train-agent metadata) whose actions this "
+                        "action wrapper maps")
+    p.add_argument("--algo", default=None, help="algorithm of a plain .zip (default: read from the file)")
+    p.add_argument("--normalize", default=None, metavar="FILE",
+                   help="observation statistics of a plain .zip: a *.norm.json, or a VecNormalize .pkl (needs --trust)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow unpickling (running code from) the policy files; only for files you made or trust")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,16 +43,25 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ValueError(f"--episodes: must be >= 1, got {args.episodes}")
-    summary, df = evaluate(args.policy, env_id=args.env, episodes=args.episodes, seed=args.seed,
+    policy = args.policy
+    if args.wrapper is not None:  # H-rl: a plain SB3 zip
+        from edgesplit.agents.plain import PlainSB3Policy
+
+        policy = PlainSB3Policy(args.policy, args.wrapper, args.algo, args.normalize, args.trust)
+    elif args.trust:
+        from edgesplit.agents.policies import LearnedPolicy
+
+        policy = LearnedPolicy(args.policy, trust=True)
+    summary, df = evaluate(policy, env_id=args.env, episodes=args.episodes, seed=args.seed,
                            traces=args.traces, trace_split=args.trace_split, n_devices=args.n_devices,
-                           progress=not args.json)
+                           progress=True)  # the bar goes to stderr, also with --json
     if args.csv:
         df.to_csv(args.csv, index=False)
     if args.json:
         print(json.dumps(summary))
         return 0
     def f(x: float | None) -> str:
-        return "inf" if x is None else f"{x:.4g}"
+        return "n/a" if x is None or x != x or x in (float("inf"), float("-inf")) else f"{x:.4g}"
     print(f"{summary['policy']} on {summary['env']} (N={summary['n_devices']}, {summary['episodes']} episodes, "
           f"seed {summary['seed']}, traces {summary['traces']} [{summary['trace_split']}])")
     lo, hi = summary["ci95_total_time_s"]

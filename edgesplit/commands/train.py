@@ -319,7 +319,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="several schedulers, compared on one time-to-accuracy plot (overrides --scheduler)")
     p.add_argument("--rounds", type=int, default=5, help="training rounds")
     p.add_argument("--samples-per-device", type=int, default=500, help="training samples on each device")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="mini-batch size")
     p.add_argument("--lr", type=float, default=0.05, help="SGD learning rate")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--iterations", type=int, default=None,
