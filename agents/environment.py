@@ -36,7 +36,6 @@ from gymnasium import spaces
 
 from edgesplit import envs
 from edgesplit.costmodel import CostModel, optimal_shares
-from edgesplit.schedulers import seconds_alone
 from edgesplit.traces import Trace, default_traceset, load_traces
 
 WRAPPER_NAMES: tuple[str, ...] = ("flat", "hybrid", "shares", "forecast")
@@ -172,7 +171,7 @@ def fast_exact_plan(cm: CostModel, passes: int = 3, grid: int = PLANNER_GRID) ->
     (relative to the starting bracket). Rates must be positive (the forecast's always are).
     """
     A = cm.compute_s
-    v = seconds_alone(cm)
+    v = cm.seconds_alone()
     feas = cm.feasible & np.isfinite(v)
     if not feas.any(axis=1).all():
         raise ValueError("fast_exact_plan: a device has no feasible cut with a positive rate")

@@ -3,7 +3,8 @@
 Notation (DESIGN.md, normative): layers ``l = 1..L``; a cut ``c`` in ``1..L`` means the device runs
 layers ``1..c``. With ``F(c) = sum_{l<=c} (fwd_s + bwd_s)`` and ``W(c) = sum_{l<=c} param_bytes``:
 
-- compute   ``A_i(c) = K_i b (F(c)/speed_i + (F(L) - F(c))/speed_S_i)``
+- compute   ``A_i(c) = K_i b (F_i(c) + (F_S(L) - F_S(c)) / share_S)``, ``F_i`` the device's own
+  prefix time (its profile's, or ``F(c) / speed_i``), ``F_S`` the server's likewise
 - traffic   ``V_i(c) = 8 (K_i b 2 act[c] + 2 W(c))`` for ``c < L``, ``V_i(L) = 16 W(L)``
 - time      ``T_i = A_i(c_i) + V_i(c_i) / (beta_i rate_i)``, round time ``T = max_i T_i``
 - memory    ``3 W(c) + b sum_{l<=c} act[l] <= memory_i``
@@ -28,9 +29,75 @@ def prefix_train_seconds(profile_train_s: np.ndarray) -> np.ndarray:
     return np.cumsum(profile_train_s)
 
 
+def prefix_weights(param_bytes: np.ndarray) -> np.ndarray:
+    """``W(c) = sum_{l<=c} param_bytes[l]`` for ``c = 1..L`` (bytes)."""
+    return np.cumsum(param_bytes)
+
+
 def memory_need_bytes(param_bytes: np.ndarray, activation_bytes: np.ndarray, batch_size: int) -> np.ndarray:
     """Device memory needed for each cut ``c = 1..L``: ``3 W(c) + b sum_{l<=c} act[l]``."""
-    return 3.0 * np.cumsum(param_bytes) + batch_size * np.cumsum(activation_bytes)
+    return 3.0 * prefix_weights(param_bytes) + batch_size * np.cumsum(activation_bytes)
+
+
+def server_share(s: Scenario) -> float:
+    """``share_S``: the fraction of the server each device's server-side work gets (1 for a
+    ``dedicated`` server, ``1/N`` for a ``shared`` one)."""
+    return 1.0 / s.n_devices if s.server.sharing == "shared" else 1.0
+
+
+def device_prefix_seconds(s: Scenario) -> np.ndarray:
+    """``F_i(c)``, shape ``(N, L)``: per-sample prefix compute time of each device, from its own
+    profile or ``F(c) / speed_i`` (DESIGN.md, per-device profiles)."""
+    F = s.profile.prefix_train_s
+    if not any(d.profile is not None for d in s.devices):
+        return F[None, :] / s.array("speed")[:, None]
+    out = np.empty((s.n_devices, s.n_layers))
+    for i, d in enumerate(s.devices):
+        out[i] = d.profile.prefix_train_s if d.profile is not None else F / d.speed
+    return out
+
+
+def server_prefix_seconds(s: Scenario) -> np.ndarray:
+    """``F_S(c)``, shape ``(L,)``: per-sample prefix time on the whole server (its own profile or
+    ``F(c) / speed_S``), before the ``share_S`` split."""
+    if s.server.profile is not None:
+        return s.server.profile.prefix_train_s
+    return s.profile.prefix_train_s / s.server.speed
+
+
+def server_seconds_per_sample(s: Scenario) -> np.ndarray:
+    """``(F_S(L) - F_S(c)) / share_S`` for ``c = 1..L``: server seconds per sample of one device
+    whose cut is ``c`` (0 at ``c = L``)."""
+    FS = server_prefix_seconds(s)
+    return (FS[-1] - FS) / server_share(s)
+
+
+def iterations_per_round(s: Scenario) -> np.ndarray:
+    """``K_i = ceil(samples_i / b)`` per device."""
+    return np.ceil(s.array("samples") / s.batch_size)
+
+
+def compute_seconds(s: Scenario) -> np.ndarray:
+    """``A_i(c) = K_i b (F_i(c) + (F_S(L) - F_S(c)) / share_S)``, shape ``(N, L)``."""
+    per_round = (iterations_per_round(s) * s.batch_size)[:, None]
+    return per_round * (device_prefix_seconds(s) + server_seconds_per_sample(s)[None, :])
+
+
+def traffic_bits_per_round(s: Scenario) -> np.ndarray:
+    """``V_i(c) = 8 (K_i b 2 act[c] + 2 W(c))`` for ``c < L`` and ``16 W(L)`` at ``c = L``, shape ``(N, L)``."""
+    p = s.profile
+    per_round = (iterations_per_round(s) * s.batch_size)[:, None]
+    W = prefix_weights(p.param_bytes)
+    traffic = 8.0 * (per_round * 2.0 * p.activation_bytes[None, :] + 2.0 * W[None, :])
+    traffic[:, -1] = 8.0 * 2.0 * W[-1]
+    return traffic
+
+
+def round_time_of(device_times_s: np.ndarray, sequential: bool = False) -> float:
+    """The round time from per-device times: ``max_i T_i`` (parallel) or ``sum_i T_i`` (``sl``,
+    devices one after another)."""
+    t = np.asarray(device_times_s, dtype=np.float64)
+    return float(t.sum() if sequential else t.max())
 
 
 @dataclass(eq=False)
@@ -55,18 +122,9 @@ class CostModel:
     def from_scenario(cls, s: Scenario, check_feasible: bool = True) -> "CostModel":
         """Compute the arrays; raise :class:`InfeasibleError` if a device fits no cut at all."""
         p = s.profile
-        n, L, b = s.n_devices, s.n_layers, s.batch_size
-        speed = s.array("speed")
-        samples = s.array("samples")
-        iters = np.ceil(samples / b)  # K_i
-        F = prefix_train_seconds(p.train_s)
-        FL = F[-1]
-        speed_server = s.server.speed / (n if s.server.sharing == "shared" else 1)
-        per_round = (iters * b)[:, None]
-        compute = per_round * (F[None, :] / speed[:, None] + (FL - F[None, :]) / speed_server)
-        W = np.cumsum(p.param_bytes)
-        traffic = 8.0 * (per_round * 2.0 * p.activation_bytes[None, :] + 2.0 * W[None, :])
-        traffic[:, L - 1] = 8.0 * 2.0 * W[L - 1]
+        b = s.batch_size
+        compute = compute_seconds(s)
+        traffic = traffic_bits_per_round(s)
         need = memory_need_bytes(p.param_bytes, p.activation_bytes, b)
         memory = s.array("memory_bytes")
         feasible = need[None, :] <= memory[:, None]
@@ -86,6 +144,17 @@ class CostModel:
             rate_bps=s.array("rate_bps"),
             memory_need=need,
         )
+
+    @property
+    def effective_speed(self) -> np.ndarray:
+        """``F(L) / F_i(L)`` per device: its whole-model throughput relative to the profiling host
+        (its ``speed`` when it has no profile of its own)."""
+        s = self.scenario
+        if not any(d.profile is not None for d in s.devices):
+            return s.array("speed")
+        FL = float(s.profile.prefix_train_s[-1])
+        return np.array([FL / float(d.profile.prefix_train_s[-1]) if d.profile is not None else d.speed
+                         for d in s.devices])
 
     @property
     def n_devices(self) -> int:
@@ -134,9 +203,9 @@ class CostModel:
         a, v = self.select(cuts)
         return a + transfer_seconds(v, np.asarray(shares, dtype=np.float64) * self.rate_bps)
 
-    def round_time(self, cuts: np.ndarray, shares: np.ndarray) -> float:
-        """``T = max_i T_i``."""
-        return float(np.max(self.device_times(cuts, shares)))
+    def round_time(self, cuts: np.ndarray, shares: np.ndarray, sequential: bool = False) -> float:
+        """``T = max_i T_i`` (``sum_i T_i`` with ``sequential``)."""
+        return round_time_of(self.device_times(cuts, shares), sequential)
 
     def check_plan(self, cuts: np.ndarray, shares: np.ndarray, sequential: bool = False) -> None:
         """Raise :class:`InfeasibleError` if cuts are out of range or over memory, or shares are bad."""
@@ -183,8 +252,10 @@ def optimal_shares(compute_s: np.ndarray, traffic_bits: np.ndarray, rate_bps: np
     a = np.asarray(compute_s, dtype=np.float64)
     v_bits = np.asarray(traffic_bits, dtype=np.float64)
     r = np.asarray(rate_bps, dtype=np.float64)
-    if v_bits.min() > 0 and r.min() > 0:  # every device sends, every link is up: the hot path
-        return _equalise(a, v_bits / r, rtol)
+    if r.min() > 0:
+        v = v_bits / r
+        if v.min() > 0:  # every device sends, every link is up: the hot path
+            return _equalise(a, v, rtol)
     n = a.shape[0]
     shares = np.zeros(n)
     pos = v_bits > 0
@@ -208,7 +279,7 @@ def _equalise(a: np.ndarray, v: np.ndarray, rtol: float) -> tuple[np.ndarray, fl
         return _equalise_small(a.tolist(), v.tolist(), rtol)
     T = float((a + v).max())
     for _ in range(100):
-        gap = T - a
+        gap = np.maximum(T - a, np.spacing(T))  # T - a_i can round to 0 when v_i << a_i
         terms = v / gap
         g = float(terms.sum())
         if g - 1.0 <= rtol:
@@ -217,7 +288,7 @@ def _equalise(a: np.ndarray, v: np.ndarray, rtol: float) -> tuple[np.ndarray, fl
         T += step
         if step <= rtol * T:
             break
-    shares = v / (T - a)
+    shares = v / np.maximum(T - a, np.spacing(T))
     shares /= shares.sum()  # the last Newton iterate is at or left of the root: sum >= 1
     return shares, float((a + v / shares).max())
 
@@ -226,10 +297,13 @@ def _equalise_small(a: list[float], v: list[float], rtol: float) -> tuple[np.nda
     """:func:`_equalise` in plain Python floats (same iteration, same result)."""
     pairs = list(zip(a, v))
     T = max(ai + vi for ai, vi in pairs)
+    tiny = math.ulp(T)
     for _ in range(100):
         g = dg = 0.0
         for ai, vi in pairs:
             gap = T - ai
+            if gap < tiny:  # T - a_i rounds to 0 when v_i << a_i (a device computing for ages)
+                gap = tiny
             t = vi / gap
             g += t
             dg += t / gap
@@ -239,7 +313,8 @@ def _equalise_small(a: list[float], v: list[float], rtol: float) -> tuple[np.nda
         T += step
         if step <= rtol * T:
             break
-    raw = [vi / (T - ai) for ai, vi in pairs]
+    tiny = math.ulp(T)
+    raw = [vi / max(T - ai, tiny) for ai, vi in pairs]
     total = sum(raw)
     shares = np.array(raw) / total
     return shares, max(ai + vi / si for (ai, vi), si in zip(pairs, shares.tolist()))

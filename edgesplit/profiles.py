@@ -13,7 +13,9 @@ file stays plain CSV. The reference profiles of the model zoo ship in ``edgespli
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -36,6 +38,21 @@ PROFILE_COLUMNS = [
     "batch_size",
 ]
 _REQUIRED = ["fwd_s", "bwd_s", "activation_bytes", "param_bytes"]
+
+MAX_LAYER_SECONDS = 1e6
+"""Largest plausible per-sample time of one unit (seconds); larger values are refused."""
+MIN_LAYER_SECONDS = 1e-15
+"""Smallest non-zero per-sample time of one unit (seconds); smaller non-zero values are refused."""
+MAX_LAYER_BYTES = 1e15
+"""Largest plausible activation or parameter size of one unit (bytes); larger values are refused."""
+MIN_LAYER_BYTES = 1e-6
+"""Smallest non-zero size (bytes): tinier sizes would only underflow the cost model's floats."""
+MAX_LAYERS = 100_000
+"""Most cut units a profile may have."""
+_LIMIT = {"fwd_s": MAX_LAYER_SECONDS, "bwd_s": MAX_LAYER_SECONDS, "activation_bytes": MAX_LAYER_BYTES,
+          "param_bytes": MAX_LAYER_BYTES, "fwd_flops": math.inf}
+_FLOOR = {"fwd_s": MIN_LAYER_SECONDS, "bwd_s": MIN_LAYER_SECONDS, "activation_bytes": MIN_LAYER_BYTES,
+          "param_bytes": MIN_LAYER_BYTES, "fwd_flops": 0.0}
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,28 +78,55 @@ class LayerProfile:
         n = len(self.names)
         if n < 1:
             raise ProfileError("model.layers: a profile needs at least one layer")
+        if n > MAX_LAYERS:
+            raise ProfileError(f"model.layers: at most {MAX_LAYERS} layers, got {n}")
         for key in _REQUIRED + (["fwd_flops"] if self.fwd_flops is not None else []):
             arr = np.asarray(getattr(self, key), dtype=np.float64)
             if arr.shape != (n,):
                 raise ProfileError(f"model.layers.{key}: expected {n} values, got shape {arr.shape}")
-            bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
+            bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0) | (arr > _LIMIT[key])
+                                 | ((arr > 0) & (arr < _FLOOR[key])))
             if bad.size:
                 i = int(bad[0])
                 raise ProfileError(
-                    f"model.layers[{i}].{key}: must be a finite number >= 0, got {arr[i]!r}"
+                    f"model.layers[{i}].{key}: must be 0 or a finite number in [{_FLOOR[key]:g}, "
+                    f"{_LIMIT[key]:g}], got {arr[i]!r}"
                 )
             arr.setflags(write=False)
             object.__setattr__(self, key, arr)
+
+    def __repr__(self) -> str:
+        return (f"LayerProfile({self.model}-{self.dataset}, {self.n_layers} layers, "
+                f"F(L)={float(self.prefix_train_s[-1]):.4g} s/sample, host={self.host!r})")
 
     @property
     def n_layers(self) -> int:
         """Number of cut units L."""
         return len(self.names)
 
-    @property
+    @cached_property
     def train_s(self) -> np.ndarray:
-        """Forward plus backward seconds per sample, per unit."""
-        return self.fwd_s + self.bwd_s
+        """Forward plus backward seconds per sample, per unit (cached; read-only)."""
+        out = self.fwd_s + self.bwd_s
+        out.setflags(write=False)
+        return out
+
+    @cached_property
+    def prefix_train_s(self) -> np.ndarray:
+        """``F(c) = sum_{l<=c} (fwd_s + bwd_s)`` for ``c = 1..L`` (cached; read-only)."""
+        out = np.cumsum(self.train_s)
+        out.setflags(write=False)
+        return out
+
+    def check_same_layers(self, other: "LayerProfile", where: str) -> None:
+        """Raise :class:`ProfileError` naming ``where`` unless ``other`` has this profile's units
+        (same count, same names in the same order)."""
+        if other.n_layers != self.n_layers:
+            raise ProfileError(f"{where}: has {other.n_layers} layers, the model {self.model!r} has "
+                               f"{self.n_layers}")
+        for i, (a, b) in enumerate(zip(self.names, other.names)):
+            if a != b:
+                raise ProfileError(f"{where}: layer {i + 1} is named {b!r}, the model's is {a!r}")
 
     def to_frame(self) -> pd.DataFrame:
         """The profile as a DataFrame with the CSV columns."""
@@ -162,7 +206,7 @@ def profile_from_frame(df: pd.DataFrame, source: str = "profile") -> LayerProfil
             host=str(first("host", "")),
             batch_size=int(first("batch_size", 0)),
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         if isinstance(exc, ProfileError):
             raise ProfileError(f"{source}: {exc}") from None
         raise ProfileError(f"{source}: non-numeric value in a profile column ({exc})") from None
@@ -180,28 +224,63 @@ def read_profile_csv(path: str | Path) -> LayerProfile:
     return profile_from_frame(df, source=str(path))
 
 
-def profile_from_layers(layers: list[dict], model: str = "custom") -> LayerProfile:
-    """Build a profile from inline layer dicts (``fwd_s``, ``bwd_s``, ``activation_bytes``, ``param_bytes``)."""
+LAYER_KEYS = ("name", "fwd_s", "bwd_s", "activation_bytes", "param_bytes", "fwd_flops")
+"""The keys an inline layer object may have."""
+
+
+def _layer_number(value: object, where: str, limit: float) -> float:
+    """A finite number in ``[0, limit]`` or a :class:`ProfileError` naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProfileError(f"{where}: expected a number, got {reprlib.repr(value)}")
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise ProfileError(f"{where}: must be 0 or a finite number in [{_FLOOR.get(where.rsplit('.', 1)[-1], 0.0):g}, "
+                           f"{limit:g}], got an integer of about {int(int(value).bit_length() * 0.30103) + 1} digits") from None
+    key = where.rsplit(".", 1)[-1]
+    floor = _FLOOR.get(key, 0.0)
+    if not math.isfinite(v) or not 0 <= v <= limit or 0 < v < floor:
+        raise ProfileError(f"{where}: must be 0 or a finite number in [{floor:g}, {limit:g}], got {value!r}")
+    return v
+
+
+def profile_from_layers(layers: list[dict], model: str = "custom", where: str = "model.layers",
+                        required: tuple[str, ...] = tuple(_REQUIRED)) -> LayerProfile:
+    """Build a profile from inline layer dicts (``name``, ``fwd_s``, ``bwd_s``, ``activation_bytes``,
+    ``param_bytes``, optional ``fwd_flops``). Unknown keys are refused; ``where`` prefixes messages.
+    Keys of :data:`_REQUIRED` missing from ``required`` default to 0 (a device's own profile needs
+    only its times)."""
     if not isinstance(layers, list) or not layers:
-        raise ProfileError("model.layers: expected a non-empty list of layer objects")
+        raise ProfileError(f"{where}: expected a non-empty list of layer objects")
+    if len(layers) > MAX_LAYERS:
+        raise ProfileError(f"{where}: at most {MAX_LAYERS} layers, got {len(layers)}")
     rows = []
     for i, layer in enumerate(layers):
+        at = f"{where}[{i}]"
         if not isinstance(layer, dict):
-            raise ProfileError(f"model.layers[{i}]: expected an object, got {type(layer).__name__}")
-        row = {"name": layer.get("name", f"layer{i + 1}")}
+            raise ProfileError(f"{at}: expected an object, got {type(layer).__name__}")
+        unknown = [k for k in layer if k not in LAYER_KEYS]
+        if unknown:
+            raise ProfileError(f"{at}.{unknown[0]}: unknown field (allowed: {', '.join(LAYER_KEYS)})")
+        name = layer.get("name", f"layer{i + 1}")
+        if not isinstance(name, (str, int)) or isinstance(name, bool):
+            raise ProfileError(f"{at}.name: expected a string, got {type(name).__name__}")
+        row: dict = {"name": str(name)}
         for key in _REQUIRED:
             if key not in layer:
-                raise ProfileError(f"model.layers[{i}].{key}: missing")
-            value = layer[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ProfileError(f"model.layers[{i}].{key}: expected a number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ProfileError(f"model.layers[{i}].{key}: must be a finite number >= 0, got {value!r}")
-            row[key] = float(value)
+                if key in required:
+                    raise ProfileError(f"{at}.{key}: missing")
+                row[key] = 0.0
+                continue
+            row[key] = _layer_number(layer[key], f"{at}.{key}", _LIMIT[key])
+        if "fwd_flops" in layer:
+            row["fwd_flops"] = _layer_number(layer["fwd_flops"], f"{at}.fwd_flops", 1e30)
         rows.append(row)
     df = pd.DataFrame(rows)
+    if "fwd_flops" in df.columns and df["fwd_flops"].isna().any():
+        df = df.drop(columns="fwd_flops")
     df["model"] = model
-    return profile_from_frame(df, source="model.layers")
+    return profile_from_frame(df, source=where)
 
 
 def builtin_profile_dir() -> Path:

@@ -50,7 +50,8 @@ class GridConfig:
     @classmethod
     def full(cls) -> "GridConfig":
         """Every shipped model, more seeds and heterogeneity levels."""
-        shipped = [n.rsplit("-", 1)[0] for n in list_builtin_profiles() if n.endswith("-cifar10")]
+        shipped = [n.rsplit("-", 1)[0] for n in list_builtin_profiles()
+                   if n.endswith("-cifar10") and "_testbed" not in n]  # the testbed model has its own study
         return cls(models=shipped or ["vgg19"], heterogeneity=[1.0, 2.0, 5.0, 10.0, 20.0, 50.0], seeds=20)
 
 
@@ -73,8 +74,7 @@ def run_grid(cfg: GridConfig, progress: bool = True) -> pd.DataFrame:
         cm = CostModel.from_scenario(sc)
         ref = get_scheduler(REFERENCE).plan(cm)
         for name in COMPARED:
-            opts = {"seed": seed} if name == "random" else {}
-            p = get_scheduler(name, **opts).plan(cm)
+            p = get_scheduler(name, seed=seed).plan(cm)
             rows.append({
                 "model": m, "dataset": cfg.dataset, "n_devices": n, "heterogeneity": h,
                 "seed": seed, "baseline": name, "edgesplit_round_s": ref.round_time_s,

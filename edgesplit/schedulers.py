@@ -15,10 +15,16 @@ name                       cuts                                         shares
 ``uniform-cut-opt-bw``     best single cut                              optimal
 ``random``                 random feasible                              random (Dirichlet)
 =========================  ===========================================  ==============
+
+Every scheduler accepts ``seed=`` (only ``random`` uses it), so callers never special-case a name.
+Devices may carry their own per-layer profiles: the schedulers only see the cost model's arrays
+``A[i, c]`` and ``V[i, c]``, so ``exact`` stays the global optimum and ``alternating`` the paper's
+algorithm whatever the per-device times are.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgesplit.costmodel import CostModel, optimal_shares, optimal_shares_batch, transfer_seconds
+from edgesplit.costmodel import CostModel, optimal_shares, optimal_shares_batch, round_time_of, transfer_seconds
 from edgesplit.errors import EdgeSplitError
 from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
@@ -46,34 +52,33 @@ class Plan:
     sequential: bool = False
     iterations: int = 0
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (infinite times become ``null``)."""
+        """JSON-ready dict, strict JSON: infinite (or undefined) times become ``null`` and the
+        note says so."""
 
         def num(x: float) -> float | None:
             return float(x) if math.isfinite(x) else None
 
+        note = self.note
+        if not math.isfinite(self.round_time_s) or not np.isfinite(self.per_device_time_s).all():
+            extra = "null times are infinite: a device never finishes (no link, no share, or no feasible plan)"
+            note = f"{note}; {extra}" if note else extra
         return {
             "scheduler": self.scheduler,
             "round_time_s": num(self.round_time_s),
             "cuts": [int(c) for c in self.cuts],
-            "shares": [float(b) for b in self.shares],
+            "shares": [num(b) for b in self.shares],
             "per_device_time_s": [num(t) for t in self.per_device_time_s],
             "solve_time_s": float(self.solve_time_s),
             "feasible": bool(self.feasible),
             "sequential": bool(self.sequential),
             "iterations": int(self.iterations),
-            "note": self.note,
+            "note": note,
         }
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def seconds_alone(cm: CostModel) -> np.ndarray:
-    """``v[i, c] = V_i(c) / rate_i``: transfer seconds with the whole band (inf for rate 0)."""
-    return cm.seconds_alone()
 
 
 def best_cuts_for_shares(cm: CostModel, shares: np.ndarray) -> np.ndarray:
@@ -134,7 +139,7 @@ def _exact(cm: CostModel, rtol: float = 1e-13) -> tuple[np.ndarray, np.ndarray, 
     feasible cuts with ``A_ic < T``. Bisection on ``T``, then optimal shares for the cuts
     chosen at the feasible end."""
     A = cm.compute_s
-    v = seconds_alone(cm)
+    v = cm.seconds_alone()
     feas = cm.feasible & np.isfinite(v)
     n = cm.n_devices
     if not feas.any(axis=1).all():  # some device cannot finish at all (zero rate)
@@ -182,7 +187,7 @@ def _fl(cm: CostModel) -> tuple[np.ndarray, np.ndarray, dict]:
 
 def _sl(cm: CostModel) -> tuple[np.ndarray, np.ndarray, dict]:
     cands = common_feasible_cuts(cm)
-    v = seconds_alone(cm)
+    v = cm.seconds_alone()
     totals = (cm.compute_s + v)[:, cands - 1].sum(axis=0)
     c = int(cands[int(np.argmin(totals))])
     return np.full(cm.n_devices, c), np.ones(cm.n_devices), {"sequential": True}
@@ -191,7 +196,7 @@ def _sl(cm: CostModel) -> tuple[np.ndarray, np.ndarray, dict]:
 def _psl(cm: CostModel) -> tuple[np.ndarray, np.ndarray, dict]:
     cands = common_feasible_cuts(cm)
     n = cm.n_devices
-    v = seconds_alone(cm)
+    v = cm.seconds_alone()
     t = (cm.compute_s + n * v)[:, cands - 1].max(axis=0)
     c = int(cands[int(np.argmin(t))])
     return np.full(n, c), equal_shares(n), {}
@@ -243,17 +248,16 @@ _REGISTRY: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, dict]]] = {
 }
 
 SCHEDULERS: tuple[str, ...] = tuple(_REGISTRY)
+SEEDED: frozenset[str] = frozenset({"random"})
+"""The schedulers whose plan depends on ``seed``."""
 BASELINES: tuple[str, ...] = tuple(n for n in SCHEDULERS if n not in ("alternating", "exact"))
 
 
-def evaluate_plan(cm: CostModel, name: str, cuts: np.ndarray, shares: np.ndarray,
+def evaluate_plan(cm: CostModel, cuts: np.ndarray, shares: np.ndarray,
                   sequential: bool = False) -> tuple[float, np.ndarray]:
     """Round time and per-device times of a plan, computed from scratch by the cost model."""
-    cuts = np.asarray(cuts, dtype=np.int64)
-    per = cm.device_times(cuts, shares)
-    if sequential:
-        return float(per.sum()), per
-    return float(per.max()), per
+    per = cm.device_times(np.asarray(cuts, dtype=np.int64), shares)
+    return round_time_of(per, sequential), per
 
 
 @dataclass
@@ -267,12 +271,15 @@ class Scheduler:
         """Solve and return the plan, its round time recomputed by the cost model."""
         cm = problem if isinstance(problem, CostModel) else CostModel.from_scenario(problem)
         t0 = time.perf_counter()
-        cuts, shares, info = _REGISTRY[self.name](cm, **self.options)
+        opts = self.options
+        if "seed" in opts and self.name not in SEEDED:  # deterministic: the seed changes nothing
+            opts = {k: v for k, v in opts.items() if k != "seed"}
+        cuts, shares, info = _REGISTRY[self.name](cm, **opts)
         solve = time.perf_counter() - t0
         cuts = np.asarray(cuts, dtype=np.int64)
         shares = np.asarray(shares, dtype=np.float64)
         sequential = bool(info.get("sequential", False))
-        round_s, per = evaluate_plan(cm, self.name, cuts, shares, sequential)
+        round_s, per = evaluate_plan(cm, cuts, shares, sequential)
         feasible = bool(info.get("feasible", True)) and math.isfinite(round_s)
         if not bool(info.get("feasible", True)):
             round_s = math.inf
@@ -291,9 +298,14 @@ class Scheduler:
 
 
 def get_scheduler(name: str, **options: Any) -> Scheduler:
-    """The scheduler called ``name`` (see :data:`SCHEDULERS`); ``random`` takes ``seed``."""
+    """The scheduler called ``name`` (see :data:`SCHEDULERS`). Every scheduler accepts ``seed``
+    (only ``random`` uses it); ``alternating`` also ``max_iter``, ``exact`` ``rtol``."""
     if name not in _REGISTRY:
         raise EdgeSplitError(f"scheduler: unknown name {name!r}; choose one of {', '.join(SCHEDULERS)}")
+    allowed = (set(inspect.signature(_REGISTRY[name]).parameters) - {"cm"}) | {"seed"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise EdgeSplitError(f"scheduler {name}: unknown option {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
     return Scheduler(name, dict(options))
 
 

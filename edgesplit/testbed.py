@@ -238,7 +238,7 @@ def _guess_model_dataset(times_csv: str | Path) -> tuple[str, str]:
 
 def _default_names(model: str, mem: pd.DataFrame) -> tuple[str, ...]:
     n = len(mem)
-    if model == "vgg19" and n == len(VGG19_TESTBED_NAMES):
+    if model in ("vgg19", TESTBED_MODEL) and n == len(VGG19_TESTBED_NAMES):
         return VGG19_TESTBED_NAMES
     names, k = [], 0
     free = mem["weight_kb"].to_numpy(dtype=float) <= PARAM_FREE_KB
@@ -315,3 +315,50 @@ def import_testbed_profiles(
             },
         )
     return out
+
+
+TESTBED_MODEL = "vgg19_testbed"
+"""Model name of the testbed's VGG-19 (25 units: it has the 7x7 average pool and the 25088-wide
+first FC layer, unlike the zoo's CIFAR VGG-19), as shipped in ``edgesplit/data``."""
+REFERENCE_MACHINE = "VM"
+"""The testbed machine whose times are the testbed model's reference profile (its profiling host)."""
+
+
+def export_testbed_classes(times_csv: str | Path, memory_csv: str | Path, out_dir: str | Path,
+                           model_dir: str | Path | None = None, batch_size: int = 128,
+                           include_flagged: bool = False) -> tuple[dict[str, Path], dict[str, list[Flag]]]:
+    """Convert a testbed sheet pair into the catalogue's class profiles.
+
+    Writes ``out_dir/<model>-<dataset>-<machine>.csv`` for every machine without an ``error`` flag
+    (all machines with ``include_flagged``) and, when ``model_dir`` is given and the reference
+    machine is trustworthy, the model's reference profile ``model_dir/<model>-<dataset>.csv`` (the
+    :data:`REFERENCE_MACHINE`'s times). Returns ``(written paths by machine, flags of every
+    machine left out)``.
+    """
+    _, ds = _guess_model_dataset(times_csv)
+    profiles = import_testbed_profiles(times_csv, memory_csv, batch_size=batch_size, model=TESTBED_MODEL,
+                                       dataset=ds)
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+    left_out: dict[str, list[Flag]] = {}
+    for machine, prof in profiles.items():
+        if prof.meta["flagged"] and not include_flagged:
+            left_out[machine] = [f for f in prof.meta["flags"] if f.severity == "error"]
+            continue
+        written[machine] = prof.to_csv(out_dir / f"{TESTBED_MODEL}-{prof.dataset}-{safe_machine_name(machine)}.csv")
+    ref = profiles.get(REFERENCE_MACHINE)
+    if model_dir is not None and ref is not None and not ref.meta["flagged"]:
+        ref.to_csv(Path(model_dir) / f"{TESTBED_MODEL}-{ref.dataset}.csv")
+    return written, left_out
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def safe_machine_name(machine: str) -> str:
+    """``machine`` if it is a safe file-name part (letters, digits, ``_ . -``, at most 64, no leading
+    dot, no ``..``), else a :class:`ProfileError`: a machine name never chooses where a file goes."""
+    if not _SAFE_NAME.match(machine) or ".." in machine:
+        raise ProfileError(f"times_csv: machine {machine!r} is not a safe file name (allowed: letters, digits, "
+                           "'_', '.', '-', at most 64 characters, not starting with '.' and without '..')")
+    return machine

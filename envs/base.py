@@ -9,7 +9,7 @@ Observation layout (feature-major, ``F = 4 + history`` features per device, then
 =======================  =========================================================  ===========
 feature                  value                                                      range
 =======================  =========================================================  ===========
-speed                    ``speed_i / max_j speed_j``                                (0, 1]
+speed                    ``s_i / max_j s_j``, ``s_i = F(L) / F_i(L)`` (see below)         (0, 1]
 deepest feasible cut     ``c_max_i / L`` (deepest cut that fits the memory)         (0, 1]
 rate t-h                 measured rate ``h+1`` rounds ago ``/ max_j rate_class_j``   [0, 10]
 last time                last round's device time ``T_i / T_ref``                   [0, 10]
@@ -18,6 +18,12 @@ progress                 rounds done ``/ rounds``                               
 =======================  =========================================================  ===========
 
 Values above 10 are shown as 10 (``MAX_OBS``); an infinite device time as 10.
+
+A device's hardware shows in two numbers: ``s_i``, its whole-model throughput relative to the
+profiling host (``speed_i`` for a device without its own profile; ``F(L) / F_i(L)`` for one with its
+own per-layer profile), and its deepest memory-feasible cut. The *shape* of a per-layer profile
+(which layers the hardware runs comparatively fast) is not observed; it shows only through the
+device times of the rounds played (``last time``). Observations keep the same size either way.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import logger, spaces
+from gymnasium.error import ResetNeeded
 
 from edgesplit.costmodel import CostModel
-from edgesplit.devices import GB, generate_scenario
+from edgesplit.devices import GeneratorConfig, generate_scenario, generator_config
 from edgesplit.profiles import LayerProfile, load_builtin_profile
 from edgesplit.scenario import Scenario, load_scenario, scenario_from_dict
 from edgesplit.schedulers import Plan, get_scheduler
@@ -89,19 +96,18 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         model: str | LayerProfile = "vgg19",
         rounds: int = DEFAULT_ROUNDS,
         scenario: Scenario | str | Path | dict | None = None,
-        heterogeneity: float = 10.0,
-        rate_range_bps: tuple[float, float] = (5e6, 50e6),
-        memory_range_bytes: tuple[float, float] = (1 * GB, 8 * GB),
-        fastest_speed: float = 0.5,
-        samples: int = 500,
-        batch_size: int = 32,
-        server_speed: float = 10.0,
-        sharing: str = "dedicated",
+        generator: GeneratorConfig | dict | None = None,
         migration_factor: float = 0.0,
         max_penalty: float = 10.0,
         history: int = 1,
         render_mode: str | None = None,
+        **generator_options: Any,
     ) -> None:
+        """See the subclasses. ``generator`` (a :class:`edgesplit.devices.GeneratorConfig` or a dict
+        of its fields) says how episodes draw their devices; its fields may also be passed as
+        keyword arguments (``heterogeneity=20``, ``device_classes=("laptop", "edge-device-d1")``),
+        which override it. Unknown keyword arguments raise ``ValueError`` naming them."""
+        self.generator: GeneratorConfig = generator_config(generator, **generator_options)
         self.rounds = _positive(rounds, "rounds", integer=True)
         self.max_penalty = _positive(max_penalty, "max_penalty")
         self.migration_factor = _positive(migration_factor, "migration_factor", allow_zero=True)
@@ -122,13 +128,8 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
             n_devices = 10 if n_devices is None else _positive(n_devices, "n_devices", integer=True)
         self.n_devices: int = int(n_devices)
         self.n_layers: int = int(self.profile.n_layers)
-        self._gen_kwargs = dict(
-            heterogeneity=heterogeneity, rate_range_bps=tuple(rate_range_bps),
-            memory_range_bytes=tuple(memory_range_bytes), fastest_speed=fastest_speed, samples=samples,
-            batch_size=batch_size, server_speed=server_speed, sharing=sharing,
-        )
         if self.fixed_scenario is None:  # fail now, with the generator's message, not at reset
-            self._check_scenario(generate_scenario(self.profile, self.n_devices, seed=0, **self._gen_kwargs),
+            self._check_scenario(generate_scenario(self.profile, self.n_devices, self.generator, seed=0),
                                  "generated scenario")
         self._alternating = get_scheduler("alternating")
 
@@ -152,6 +153,17 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         self._round = 0
         self._clock = 0.0
         self._last: dict[str, Any] | None = None
+        self._needs_reset = True  # until reset(); again once an episode has terminated
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        """Seed ``np_random`` (gymnasium) and allow stepping; subclasses build the episode."""
+        super().reset(seed=seed, options=options)
+        self._needs_reset = False
+
+    def _check_running(self) -> None:
+        """Raise ``gymnasium.error.ResetNeeded`` before the first reset and after termination."""
+        if self._needs_reset:
+            raise ResetNeeded("step: the episode has terminated (or never started); call reset() first")
 
     _VIEWS = ("_o_speed", "_o_deep", "_o_rates", "_o_rate0", "_o_time", "_o_cut")
 
@@ -201,7 +213,7 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
             return s
         if self.fixed_scenario is not None:
             return self.fixed_scenario
-        return generate_scenario(self.profile, self.n_devices, rng=self.np_random, **self._gen_kwargs)
+        return generate_scenario(self.profile, self.n_devices, self.generator, rng=self.np_random)
 
     def _setup_costs(self, cm: CostModel) -> None:
         """Cache the cost model's arrays for the step (flat, indexed ``i * L + c - 1``)."""
@@ -216,7 +228,7 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
             self._mig_table = self.migration_factor * 8.0 * W  # bits of state per cut, see migration_bits
             self._mig_profile = cm.scenario.profile
         self._rates = cm.rate_bps
-        speed = self.scenario.array("speed")
+        speed = cm.effective_speed  # whole-model throughput F(L)/F_i(L); per-layer shape not observed
         self._o_speed[:] = speed / speed.max()
         self._o_deep[:] = self._cutnorm[self._deepest0]
 
@@ -239,7 +251,7 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         Raises ``ValueError`` naming the problem: a missing key, a wrong shape, a NaN or infinite
         entry, a cut index outside ``0..L-1``, a negative share, or shares that are all 0.
         """
-        return self._parse_action(action)[:3]
+        return self._parse_action(action, stepping=False)[:3]
 
     def _mask(self, cuts: np.ndarray, deepest_index: int) -> tuple[np.ndarray, np.ndarray]:
         """The memory mask: (effective cut indices, which were clipped). Skips the work when the
@@ -249,8 +261,11 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         deep = self._deepest0
         return np.minimum(cuts, deep), cuts > deep
 
-    def _parse_action(self, action: Any) -> tuple[np.ndarray, np.ndarray, bool, int]:
-        """:meth:`parse_action` plus the largest cut index asked for."""
+    def _parse_action(self, action: Any, stepping: bool = True) -> tuple[np.ndarray, np.ndarray, bool, int]:
+        """:meth:`parse_action` plus the largest cut index asked for; with ``stepping`` (as ``step``
+        calls it) it first checks that the episode is running (:meth:`_check_running`)."""
+        if stepping and self._needs_reset:
+            self._check_running()
         try:
             cuts = action["cuts"]
             shares = action["shares"]
@@ -357,6 +372,8 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
             "stalled": stalled,
         }
         terminated = stalled or self._round >= self.rounds
+        if terminated:
+            self._needs_reset = True
         return float(reward), terminated, info
 
     def _observation(self) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesplit.costmodel import CostModel
-from edgesplit.devices import GB
+from edgesplit.devices import GeneratorConfig
 from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
 from edgesplit.traces import Trace, TraceHandle, TraceSet, default_traceset, load_traceset
@@ -78,7 +78,7 @@ class EdgeSplitDynamicEnv(EdgeSplitBaseEnv):
 
     | Block                        | Observation                                        | Min | Max |
     |------------------------------|----------------------------------------------------|-----|-----|
-    | 0 .. N-1                     | speed ``speed_i / max_j speed_j``                  | 0   | 1   |
+    | 0 .. N-1                     | speed ``s_i / max_j s_j``, ``s_i = F(L)/F_i(L)``   | 0   | 1   |
     | N .. 2N-1                    | deepest memory-feasible cut ``/ L``                | 0   | 1   |
     | (2+h)N .. (3+h)N-1, h<history | measured rate ``h+1`` rounds ago ``/ max_j rate_class_j`` | 0 | 10 |
     | (2+H)N .. (3+H)N-1           | last round's device time ``T_i / T_ref``           | 0   | 10  |
@@ -138,24 +138,15 @@ class EdgeSplitDynamicEnv(EdgeSplitBaseEnv):
         history: int = 3,
         alternating_info: bool = True,
         scenario: Scenario | str | Path | dict | None = None,
-        heterogeneity: float = 10.0,
-        rate_range_bps: tuple[float, float] = (5e6, 50e6),
-        memory_range_bytes: tuple[float, float] = (1 * GB, 8 * GB),
-        fastest_speed: float = 0.5,
-        samples: int = 500,
-        batch_size: int = 32,
-        server_speed: float = 10.0,
-        sharing: str = "dedicated",
+        generator: GeneratorConfig | dict | None = None,
         migration_factor: float = 3.0,
         max_penalty: float = 10.0,
         render_mode: str | None = None,
+        **generator_options: Any,
     ) -> None:
         super().__init__(n_devices=n_devices, model=model, rounds=rounds, scenario=scenario,
-                         heterogeneity=heterogeneity, rate_range_bps=rate_range_bps,
-                         memory_range_bytes=memory_range_bytes, fastest_speed=fastest_speed,
-                         samples=samples, batch_size=batch_size, server_speed=server_speed,
-                         sharing=sharing, migration_factor=migration_factor, max_penalty=max_penalty,
-                         history=history, render_mode=render_mode)
+                         generator=generator, migration_factor=migration_factor, max_penalty=max_penalty,
+                         history=history, render_mode=render_mode, **generator_options)
         self.traceset = resolve_traces(traces)
         self.alternating_info = bool(alternating_info)
         self._fixed_cache: tuple | None = None

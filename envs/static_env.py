@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgesplit.costmodel import CostModel, transfer_seconds
-from edgesplit.devices import GB
+from edgesplit.devices import GeneratorConfig
 from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
 from edgesplit.envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
@@ -25,8 +25,9 @@ class EdgeSplitEnv(EdgeSplitBaseEnv):
     model of DESIGN.md, evaluated from :class:`edgesplit.costmodel.CostModel`'s arrays). The link
     rates stay fixed for the whole episode, so the best plan is the same every round; the task is
     to find it. An episode draws a fresh set of devices from
-    :func:`edgesplit.devices.generate_scenario` (speeds, memories and link rates) with the env's
-    ``np_random``, unless a fixed ``scenario`` is given.
+    :func:`edgesplit.devices.generate_scenario` (speeds, memories and link rates, or catalogue device
+    classes with their own per-layer profiles) with the env's ``np_random``, unless a fixed
+    ``scenario`` is given (whose devices may carry their own per-layer profiles).
 
     ## Action Space
 
@@ -50,7 +51,7 @@ class EdgeSplitEnv(EdgeSplitBaseEnv):
 
     | Num              | Observation                                          | Min | Max |
     |------------------|------------------------------------------------------|-----|-----|
-    | 0 .. N-1         | speed ``speed_i / max_j speed_j``                    | 0   | 1   |
+    | 0 .. N-1         | speed ``s_i / max_j s_j``, ``s_i = F(L)/F_i(L)``     | 0   | 1   |
     | N .. 2N-1        | deepest memory-feasible cut ``/ L``                  | 0   | 1   |
     | 2N .. 3N-1       | link rate ``rate_i / max_j rate_j``                  | 0   | 10  |
     | 3N .. 4N-1       | last round's device time ``T_i / T_ref`` (10 if inf) | 0   | 10  |
@@ -73,6 +74,7 @@ class EdgeSplitEnv(EdgeSplitBaseEnv):
     ## Episode End
 
     1. Termination: ``rounds`` rounds are done (the training job is over; progress is observed).
+       Stepping a terminated episode without ``reset()`` raises ``gymnasium.error.ResetNeeded``.
     2. Termination: a round never ends (``info["stalled"]``), see Rewards.
     3. Truncation: the registered ``TimeLimit`` (``max_episode_steps = 100``, the default
        ``rounds``). If you raise ``rounds``, pass ``max_episode_steps`` to ``gym.make`` too.
@@ -91,7 +93,8 @@ class EdgeSplitEnv(EdgeSplitBaseEnv):
     | `model`              | str or LayerProfile | `"vgg19"`      | a shipped profile name (`edgesplit/data/profiles`)   |
     | `rounds`             | int                 | 100            | rounds per episode                                   |
     | `scenario`           | Scenario/path/dict  | None           | a fixed scenario instead of a fresh draw per episode |
-    | `heterogeneity`, `rate_range_bps`, `memory_range_bytes`, `fastest_speed`, `samples`, `batch_size`, `server_speed`, `sharing` | | generator defaults | passed to `generate_scenario` |
+    | `generator`          | GeneratorConfig/dict | None          | how episodes draw devices (`edgesplit.devices.GeneratorConfig`) |
+    | `**generator_options` | | generator defaults | its fields as keywords: `heterogeneity`, `rate_range_bps`, `memory_range_bytes`, `fastest_speed`, `samples`, `batch_size`, `server_speed`, `sharing`, `device_classes` (catalogue classes to draw devices from, with their per-layer profiles where measured), `server_class` |
     | `migration_factor`   | float               | 0.0            | migration cost (see `EdgeSplitDynamic-v0`); 0 = free |
     | `max_penalty`        | float               | 10.0           | cap of ``T / T_ref`` in the reward                   |
     | `render_mode`        | str                 | None           | `"ansi"`: `render()` returns a text summary          |
@@ -111,24 +114,15 @@ class EdgeSplitEnv(EdgeSplitBaseEnv):
         model: str | LayerProfile = "vgg19",
         rounds: int = DEFAULT_ROUNDS,
         scenario: Scenario | str | Path | dict | None = None,
-        heterogeneity: float = 10.0,
-        rate_range_bps: tuple[float, float] = (5e6, 50e6),
-        memory_range_bytes: tuple[float, float] = (1 * GB, 8 * GB),
-        fastest_speed: float = 0.5,
-        samples: int = 500,
-        batch_size: int = 32,
-        server_speed: float = 10.0,
-        sharing: str = "dedicated",
+        generator: GeneratorConfig | dict | None = None,
         migration_factor: float = 0.0,
         max_penalty: float = 10.0,
         render_mode: str | None = None,
+        **generator_options: Any,
     ) -> None:
         super().__init__(n_devices=n_devices, model=model, rounds=rounds, scenario=scenario,
-                         heterogeneity=heterogeneity, rate_range_bps=rate_range_bps,
-                         memory_range_bytes=memory_range_bytes, fastest_speed=fastest_speed,
-                         samples=samples, batch_size=batch_size, server_speed=server_speed,
-                         sharing=sharing, migration_factor=migration_factor, max_penalty=max_penalty,
-                         history=1, render_mode=render_mode)
+                         generator=generator, migration_factor=migration_factor, max_penalty=max_penalty,
+                         history=1, render_mode=render_mode, **generator_options)
         self._fixed_cache: tuple | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -65,7 +65,7 @@ def time_env(env: gym.Env, steps: int, n: int, with_resets: bool = True) -> tupl
             if with_resets:
                 reset()
             else:
-                base._round = 0  # keep stepping the same episode: step cost alone
+                base._round, base._needs_reset = 0, False  # keep stepping the same episode: step cost alone
     return (time.process_time() - c0) / steps, (time.perf_counter() - t0) / steps
 
 

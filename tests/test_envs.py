@@ -359,7 +359,7 @@ def test_flat_wrapper_maps_both_halves() -> None:
 
 
 def test_constant_trace_dynamic_equals_cost_model_plus_migration(vgg19) -> None:
-    env = gym.make("EdgeSplitDynamic-v0", n_devices=5, traces=flat_trace(), rounds=6, history=2)
+    env = gym.make("EdgeSplitDynamic-v0", n_devices=5, traces=flat_trace(), rounds=7, history=2)
     _, info0 = env.reset(seed=8)
     base = env.unwrapped
     cm = CostModel.from_scenario(base.scenario)  # rates = the link classes = the constant traces

@@ -29,12 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Solve and print."""
-    options = {"seed": args.seed} if args.scheduler == "random" else {}
-    scheduler = get_scheduler(args.scheduler, **options)
+    scheduler = get_scheduler(args.scheduler, seed=args.seed)
     scenario = load_scenario(args.scenario)
     plan = scheduler.plan(CostModel.from_scenario(scenario))
     if args.json:
-        print(json.dumps(plan.to_dict()))
+        print(json.dumps(plan.to_dict(), allow_nan=False))  # strict JSON: infinite times are null
         return 0
     L = scenario.n_layers
     print(f"scheduler {plan.scheduler}: round time {plan.round_time_s:.4g} s "

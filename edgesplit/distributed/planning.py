@@ -14,7 +14,9 @@ Effective scenario
     the host speed factor ``h = F_file(L) / F_host(L)`` converts its speeds (relative to its
     profiling host) into speeds relative to this host, ``s / h``. A speed above 1 (faster than
     this host) cannot be emulated: it is capped at 1 and the cap is reported; the prediction uses
-    the capped speeds, i.e. what really runs.
+    the capped speeds, i.e. what really runs. A device (or server) with its own per-layer profile
+    keeps its per-layer times (seconds on that hardware), each raised to at least this host's time
+    for the layer where the hardware is faster than this host (reported likewise).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesplit.costmodel import CostModel
+from edgesplit.costmodel import CostModel, prefix_weights, round_time_of, server_share
 from edgesplit.distributed.config import DeviceSpec, Fault, RunConfig
 from edgesplit.errors import EdgeSplitError
 from edgesplit.profiles import LayerProfile
@@ -78,31 +80,58 @@ def host_speed_factor(scenario_profile: LayerProfile, host_profile: LayerProfile
     return a / b
 
 
+def _emulable_profile(own: LayerProfile, host_profile: LayerProfile, where: str,
+                      notes: list[str]) -> LayerProfile:
+    """``own``'s per-layer times on the host profile's units, each at least the host's time."""
+    fwd = np.maximum(own.fwd_s, host_profile.fwd_s)
+    bwd = np.maximum(own.bwd_s, host_profile.bwd_s)
+    faster = int(((own.fwd_s < host_profile.fwd_s) | (own.bwd_s < host_profile.bwd_s)).sum())
+    if faster:
+        notes.append(f"{where}: {faster} of {own.n_layers} layers are faster than this host can emulate; "
+                     "raised to this host's time (the prediction uses the raised times)")
+    return LayerProfile(names=host_profile.names, fwd_s=fwd, bwd_s=bwd,
+                        activation_bytes=host_profile.activation_bytes, param_bytes=host_profile.param_bytes,
+                        model=host_profile.model, dataset=host_profile.dataset, host=own.host,
+                        batch_size=own.batch_size)
+
+
 def effective_scenario(scenario: Scenario, host_profile: LayerProfile,
                        speed_factor: float = 1.0) -> tuple[Scenario, list[str]]:
     """The scenario that really runs here: the host profile, speeds divided by ``speed_factor``
-    and capped at 1 (this host's speed). Returns it and notes on every cap."""
+    and capped at 1 (this host's speed), own per-layer profiles kept but no faster than this host.
+    Returns it and notes on every cap."""
     if scenario.n_layers != host_profile.n_layers:
         raise EdgeSplitError(
             f"model: the scenario's model has {scenario.n_layers} layers but {host_profile.model} has "
             f"{host_profile.n_layers} cut units; pass --model with a matching model"
         )
-    notes = []
+    notes: list[str] = []
     devs = []
     for i, d in enumerate(scenario.devices):
+        if d.profile is not None:
+            own = _emulable_profile(d.profile, host_profile, f"devices[{i}] ({d.name})", notes)
+            speed = float(host_profile.prefix_train_s[-1] / own.prefix_train_s[-1])
+            devs.append(replace(d, speed=speed, profile=own))
+            continue
         s = d.speed / speed_factor
         if s > 1.0:
             notes.append(f"devices[{i}] ({d.name}): speed {s:.3g} x this host cannot be emulated; capped at 1")
             s = 1.0
         devs.append(replace(d, speed=float(s)))
-    s_srv = scenario.server.speed / speed_factor
-    per_device = s_srv / (scenario.n_devices if scenario.server.sharing == "shared" else 1)
-    if per_device > 1.0:
-        notes.append(f"server: speed {per_device:.3g} x this host per device cannot be emulated; capped at 1 "
-                     "(the prediction uses the capped speed)")
-        s_srv = 1.0 * (scenario.n_devices if scenario.server.sharing == "shared" else 1)
-    eff = Scenario(host_profile, scenario.batch_size, tuple(devs), Server(float(s_srv), scenario.server.sharing))
-    return eff, notes
+    srv = scenario.server
+    share = server_share(scenario)
+    if srv.profile is not None:
+        own = _emulable_profile(srv.profile, host_profile.scaled(share), "server", notes)
+        server = Server(float(host_profile.prefix_train_s[-1] / own.prefix_train_s[-1]), srv.sharing, own,
+                        srv.device_class)
+    else:
+        s_srv = srv.speed / speed_factor
+        if s_srv * share > 1.0:
+            notes.append(f"server: speed {s_srv * share:.3g} x this host per device cannot be emulated; capped "
+                         "at 1 (the prediction uses the capped speed)")
+            s_srv = 1.0 / share
+        server = Server(float(s_srv), srv.sharing)
+    return Scenario(host_profile, scenario.batch_size, tuple(devs), server), notes
 
 
 def generate_cluster_scenario(host_profile: LayerProfile, n_devices: int, batch_size: int = 16,
@@ -125,14 +154,12 @@ def predict(scenario: Scenario, plan: Plan) -> tuple[np.ndarray, np.ndarray, flo
     cuts = np.asarray(plan.cuts, dtype=np.int64)
     per = cm.device_times(cuts, plan.shares)
     _, bits = cm.select(cuts)
-    round_s = float(per.sum() if plan.sequential else per.max())
-    return per, bits / 8.0, round_s
+    return per, bits / 8.0, round_time_of(per, plan.sequential)
 
 
 def make_plan(scenario: Scenario, scheduler: str, seed: int = 0) -> Plan:
     """Solve ``scenario`` with ``scheduler``; raise if the plan is infeasible."""
-    options = {"seed": seed} if scheduler == "random" else {}
-    plan = get_scheduler(scheduler, **options).plan(scenario)
+    plan = get_scheduler(scheduler, seed=seed).plan(scenario)
     if not plan.feasible or not math.isfinite(plan.round_time_s):
         why = plan.note or "infinite round time"
         raise EdgeSplitError(f"scheduler {scheduler}: no feasible plan for this scenario ({why})")
@@ -145,7 +172,7 @@ def check_timeouts(scenario: Scenario, plan: Plan, timeout_s: float) -> list[str
     cm = CostModel.from_scenario(scenario)
     notes = []
     b = scenario.batch_size
-    W = np.cumsum(scenario.profile.param_bytes)
+    W = prefix_weights(scenario.profile.param_bytes)
     for i, (d, c, beta) in enumerate(zip(scenario.devices, plan.cuts, plan.shares)):
         k = math.ceil(d.samples / b)
         bw = beta * d.rate_bps
@@ -167,13 +194,13 @@ def build_run_config(scenario: Scenario, plan: Plan, *, model: str, dataset: str
                      faults: list[Fault] | None = None, meta: dict[str, Any] | None = None) -> RunConfig:
     """The run configuration of ``plan`` on the (effective) ``scenario``, with its predictions."""
     per, vbytes, round_s = predict(scenario, plan)
-    n = scenario.n_devices
-    W = np.cumsum(scenario.profile.param_bytes)
+    W = prefix_weights(scenario.profile.param_bytes)
     down = [8.0 * W[int(c) - 1] / (float(b) * d.rate_bps) for c, b, d in zip(plan.cuts, plan.shares, scenario.devices)]
-    srv = scenario.server.speed / (n if scenario.server.sharing == "shared" else 1)
+    srv = scenario.server.speed * server_share(scenario)  # per device; F(L)/F_S(L) with an own profile
+    speeds = CostModel.from_scenario(scenario, check_feasible=False).effective_speed
     devices = [
         DeviceSpec(rank=i + 1, name=d.name, cut=int(plan.cuts[i]), share=float(plan.shares[i]),
-                   rate_bps=float(d.rate_bps), speed=float(d.speed), samples=int(d.samples),
+                   rate_bps=float(d.rate_bps), speed=float(speeds[i]), samples=int(d.samples),
                    predicted_s=float(per[i]), predicted_bytes=float(vbytes[i]),
                    predicted_download_s=float(down[i]))
         for i, d in enumerate(scenario.devices)
