@@ -161,7 +161,8 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         self._needs_reset = False
 
     def _check_running(self) -> None:
-        """Raise ``gymnasium.error.ResetNeeded`` before the first reset and after termination."""
+        """Raise ``gymnasium.error.ResetNeeded`` before the first reset and after termination
+        (``step`` calls it first; :meth:`reset` and a terminating :meth:`_finish_step` set the flag)."""
         if self._needs_reset:
             raise ResetNeeded("step: the episode has terminated (or never started); call reset() first")
 
@@ -251,7 +252,7 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         Raises ``ValueError`` naming the problem: a missing key, a wrong shape, a NaN or infinite
         entry, a cut index outside ``0..L-1``, a negative share, or shares that are all 0.
         """
-        return self._parse_action(action, stepping=False)[:3]
+        return self._parse_action(action)[:3]
 
     def _mask(self, cuts: np.ndarray, deepest_index: int) -> tuple[np.ndarray, np.ndarray]:
         """The memory mask: (effective cut indices, which were clipped). Skips the work when the
@@ -261,11 +262,8 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         deep = self._deepest0
         return np.minimum(cuts, deep), cuts > deep
 
-    def _parse_action(self, action: Any, stepping: bool = True) -> tuple[np.ndarray, np.ndarray, bool, int]:
-        """:meth:`parse_action` plus the largest cut index asked for; with ``stepping`` (as ``step``
-        calls it) it first checks that the episode is running (:meth:`_check_running`)."""
-        if stepping and self._needs_reset:
-            self._check_running()
+    def _parse_action(self, action: Any) -> tuple[np.ndarray, np.ndarray, bool, int]:
+        """:meth:`parse_action` plus the largest cut index asked for."""
         try:
             cuts = action["cuts"]
             shares = action["shares"]

@@ -217,6 +217,7 @@ class EdgeSplitDynamicEnv(EdgeSplitBaseEnv):
 
     def step(self, action: dict) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Run one round over the traces with the given cuts and shares."""
+        self._check_running()
         cuts, shares, zero, hi = self._parse_action(action)
         eff, clipped = self._mask(cuts, hi)
         flat = self._rowoff + eff

@@ -156,6 +156,7 @@ class EdgeSplitEnv(EdgeSplitBaseEnv):
 
     def step(self, action: dict) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Run one round with the given cuts and shares."""
+        self._check_running()
         cuts, shares, zero, hi = self._parse_action(action)
         eff, clipped = self._mask(cuts, hi)
         flat = self._rowoff + eff
