@@ -426,3 +426,32 @@ def test_cli_bad_input_exits_2_with_one_line(capsys) -> None:
     assert "RANK:ROUND" in capsys.readouterr().err
     assert main(["cluster", "--devices", "0"]) == 2
     assert "--devices" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- weights messages
+
+
+def test_weights_of_units_without_state_roundtrip_and_are_checked() -> None:
+    """Pooling units have no state: they send nothing and the receiver fills them in from its own
+    model; a missing unit, an extra key or a wrong shape is a ProtocolError naming the sender."""
+    from edgesplit.distributed.common import model_units, unit_layout, unit_tensors, units_from_tensors
+    from edgesplit.zoo import build_model
+
+    m = build_model("vgg11", "mnist", seed=0)
+    layout = unit_layout(m, range(1, 5))  # conv, pool, conv, pool
+    assert [bool(layout[u]) for u in range(1, 5)] == [True, False, True, False]
+    wire = unit_tensors(model_units(m, range(1, 5)))
+    back = units_from_tensors(wire, layout, "rank 1")
+    assert sorted(back) == [1, 2, 3, 4] and back[2] == {} and back[4] == {}
+    assert torch.equal(back[3]["0.weight"], m.units[2][0].weight)
+    missing = {k: v for k, v in wire.items() if not k.startswith("u3/")}
+    with pytest.raises(ProtocolError, match=r"rank 1: units \[1\], expected \[1, 3\]"):
+        units_from_tensors(missing, layout, "rank 1")
+    bad = dict(wire)
+    bad["u1/0.weight"] = torch.zeros(2, 2)
+    with pytest.raises(ProtocolError, match="unit 1 0.weight is"):
+        units_from_tensors(bad, layout, "rank 1")
+    extra = dict(wire)
+    extra["u1/evil"] = torch.zeros(1)
+    with pytest.raises(ProtocolError, match="unit 1 has keys"):
+        units_from_tensors(extra, layout, "rank 1")

@@ -112,7 +112,7 @@ def test_cluster_run_resume_and_exactness(tmp_path: Path) -> None:
     """2 rounds, then a restarted run resumes for round 3; the result equals the single-process
     engine on the same data (activations, gradients and weights really crossed processes)."""
     ck = str(tmp_path / "ck")
-    from edgesplit.distributed.runtime import load_train_data
+    from edgesplit.distributed.common import load_train_data
 
     load_train_data("synthetic_mnist", None, 0, sum(SAMPLES))  # inherited by the forked workers
     rid1 = new_run_id()
@@ -205,3 +205,22 @@ def test_cli_killed_and_hung_devices(tmp_path: Path, capfd: pytest.CaptureFixtur
     assert [r["n_devices"] for r in recs] == [3, 2, 1]
     assert recs[0]["predicted_round_s"] == pytest.approx(max(d["predicted_s"] for d in recs[0]["devices"]))
     assert "rank 2 (dev-1) dropped in round 1" in captured.err
+
+
+def test_vgg_with_parameterless_units_runs_on_the_cluster() -> None:
+    """Issue 10: a VGG failed at set-up with ``malformed weights from the server: units [1, 3],
+    expected [1, 2, 3, 4]``: its pooling units have no state, so nothing of them crosses the link
+    and the receiver must not expect them. Cut 4 = conv, pool, conv, pool on the device."""
+    from edgesplit.zoo import build_model
+
+    L = build_model("vgg11", "mnist").n_layers
+    devices = [DeviceSpec(rank=1, name="d0", cut=4, share=1.0, rate_bps=1e9, speed=1.0, samples=4,
+                          predicted_s=0.1, predicted_bytes=1e5)]
+    rid = new_run_id()
+    cfg = RunConfig(run_id=rid, model="vgg11", dataset="synthetic_mnist", n_layers=L, batch_size=4, rounds=1,
+                    devices=devices, server_speed=1.0, clock="wall", timeout_s=30.0, rendezvous_timeout_s=60.0)
+    launch = launch_local(cfg, timeout_s=RUN_TIMEOUT_S, start="fork")
+    assert_pids_gone(launch)
+    res = launch.result
+    assert res["rounds"] == [1] and res["dropped"] == []
+    assert res["records"][0]["n_finished"] == 1 and res["records"][0]["train_loss"] is not None

@@ -11,7 +11,9 @@ Modules:
 - :mod:`~edgesplit.distributed.transport`: rendezvous on a TCPStore, gloo point-to-point messages
 - :mod:`~edgesplit.distributed.ratelimit`: the token bucket
 - :mod:`~edgesplit.distributed.emulation`: compute-speed emulation
-- :mod:`~edgesplit.distributed.runtime`: the server and device loops, fault handling
+- :mod:`~edgesplit.distributed.server`: the server (rank 0): rounds, aggregation, fault handling
+- :mod:`~edgesplit.distributed.device`: a device (ranks 1..N): its segment, its data, its emulated speed and link
+- :mod:`~edgesplit.distributed.common`: pieces both sides share (weights messages, optimiser, data)
 - :mod:`~edgesplit.distributed.checkpoint`: per-round checkpoints and resume
 - :mod:`~edgesplit.distributed.planning`: host calibration, effective scenario, prediction
 - :mod:`~edgesplit.distributed.launcher`: 1 + N processes on this machine, or one rank per host

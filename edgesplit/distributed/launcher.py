@@ -68,7 +68,9 @@ def run_rank(rank: int, world_size: int, master_addr: str, master_port: int, cfg
     a lost peer or a peer of another run."""
     import torch
 
-    from edgesplit.distributed.runtime import ClusterDevice, ClusterServer
+    from edgesplit.distributed.common import trace
+    from edgesplit.distributed.device import ClusterDevice
+    from edgesplit.distributed.server import ClusterServer
     from edgesplit.distributed.transport import (
         Endpoint,
         await_joins,
@@ -76,8 +78,6 @@ def run_rank(rank: int, world_size: int, master_addr: str, master_port: int, cfg
         join_rendezvous,
         serve_rendezvous,
     )
-
-    from edgesplit.distributed.runtime import trace
 
     torch.set_num_threads(1)
     trace(f"rank {rank}: started")
@@ -131,7 +131,7 @@ def _child(rank: int, world_size: int, cfg: RunConfig, run_dir: Path, run_id: in
            data_dir: str | None) -> int:
     """Body of a forked worker; returns its exit code (never raises)."""
     _die_with_parent()
-    from edgesplit.distributed.runtime import stderr_log
+    from edgesplit.distributed.common import stderr_log
 
     log = stderr_log("server" if rank == 0 else f"device {rank}")
     try:
@@ -158,11 +158,9 @@ def _zygote(cfg_path: Path, run_dir: Path, grace_s: float, data_dir: str | None,
     _die_with_parent()
     import torch  # noqa: F401 - imported once here, shared by every forked worker
 
-    import edgesplit.distributed.runtime  # noqa: F401
-
-    from edgesplit.distributed.runtime import trace
-
-    from edgesplit.distributed.runtime import prewarm
+    import edgesplit.distributed.device  # noqa: F401
+    import edgesplit.distributed.server  # noqa: F401
+    from edgesplit.distributed.common import prewarm, trace
 
     trace("zygote: imports done")
     cfg = RunConfig.load(cfg_path)
