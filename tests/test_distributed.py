@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from edgesplit.distributed import planning
-from edgesplit.distributed.checkpoint import load_checkpoint, save_checkpoint
+from edgesplit.distributed.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from edgesplit.distributed.config import DeviceSpec, Fault, RunConfig
 from edgesplit.distributed.emulation import ComputeEmulator
 from edgesplit.distributed.protocol import (
@@ -333,10 +333,69 @@ def test_checkpoint_roundtrip_and_mismatch(tmp_path) -> None:
                                "config": cfg.to_dict()})
     ck = load_checkpoint(tmp_path, cfg)
     assert ck is not None and ck["round"] == 1 and torch.equal(ck["model"]["w"], torch.ones(2))
+    assert ck["note"] is None
     other = _cfg(devices=[DeviceSpec(1, "a", 3, 0.5, 1e8, 0.5, 16, 2.0, 1e6),
-                          DeviceSpec(2, "b", 5, 0.5, 1e8, 1.0, 24, 3.0, 2e6)])
-    with pytest.raises(EdgeSplitError, match="cuts is"):
+                          DeviceSpec(2, "b", 5, 0.5, 1e8, 1.0, 24, 3.0, 2e6)], lr=0.1)
+    with pytest.raises(EdgeSplitError, match=r"cuts: \[2, 5\] in the checkpoint, \[3, 5\] now; lr: 0.05"):
         load_checkpoint(tmp_path, other)
+
+
+def _payload(cfg: RunConfig, r: int) -> dict:
+    return {"round": r, "model": {"w": torch.full((2,), float(r))}, "records": [{"round": r}], "dropped": [],
+            "config": cfg.to_dict()}
+
+
+class _RunsCode:
+    """Unpickling this creates a file: what a malicious checkpoint could do with any code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_does_not_unpickle_objects(tmp_path) -> None:
+    """Issue 10: checkpoints were read with weights_only=False, so a crafted file ran code."""
+    marker = tmp_path / "pwned"
+    torch.save({"format": "edgesplit-cluster-checkpoint", "version": 2, "model": {}, "meta": "{}",
+                "x": _RunsCode(str(marker))}, tmp_path / "cluster-checkpoint.pt")
+    with pytest.raises(EdgeSplitError, match="unreadable"):
+        read_checkpoint(tmp_path)
+    assert not marker.exists()
+
+
+def test_checkpoint_writes_atomically_and_keeps_the_previous(tmp_path, monkeypatch) -> None:
+    cfg = _cfg()
+    save_checkpoint(tmp_path, _payload(cfg, 1))
+    save_checkpoint(tmp_path, _payload(cfg, 2))
+    assert read_checkpoint(tmp_path)["round"] == 2
+    assert torch.load(tmp_path / "cluster-checkpoint.prev.pt", weights_only=True)["model"]["w"][0] == 1.0
+
+    def crash(*a, **k):  # a crash while writing round 3 (disk full, killed)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path, _payload(cfg, 3))
+    monkeypatch.undo()
+    assert read_checkpoint(tmp_path)["round"] == 2  # the latest good one is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster-checkpoint.prev.pt", "cluster-checkpoint.pt"]
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_or_fails_in_one_line(tmp_path) -> None:
+    cfg = _cfg()
+    save_checkpoint(tmp_path, _payload(cfg, 1))
+    save_checkpoint(tmp_path, _payload(cfg, 2))
+    latest = tmp_path / "cluster-checkpoint.pt"
+    latest.write_bytes(latest.read_bytes()[:200])  # truncated
+    ck = read_checkpoint(tmp_path)
+    assert ck["round"] == 1 and "falling back to the previous checkpoint" in ck["note"]
+    assert "unreadable (truncated" in ck["note"] and torch.equal(ck["model"]["w"], torch.ones(2))
+    (tmp_path / "cluster-checkpoint.prev.pt").unlink()
+    with pytest.raises(EdgeSplitError, match="unreadable") as err:
+        read_checkpoint(tmp_path)
+    assert "\n" not in str(err.value)
     (tmp_path / "cluster-checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(EdgeSplitError, match="unreadable"):
         load_checkpoint(tmp_path, cfg)
@@ -455,3 +514,47 @@ def test_weights_of_units_without_state_roundtrip_and_are_checked() -> None:
     extra["u1/evil"] = torch.zeros(1)
     with pytest.raises(ProtocolError, match="unit 1 has keys"):
         units_from_tensors(extra, layout, "rank 1")
+
+
+def _cluster_args(*extra: str):
+    from edgesplit.cli import build_parser
+
+    parser, _ = build_parser()
+    return parser.parse_args(["cluster", *extra])
+
+
+def test_cli_resume_refuses_changed_settings(tmp_path, capsys, monkeypatch) -> None:
+    """Issue 10: ``cluster --resume`` silently continued with the checkpoint's model, device count,
+    scheduler, seed and lr when given others; it refuses with one line naming each."""
+    from edgesplit.cli import main
+    from edgesplit.commands.cluster import run_settings
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ck = tmp_path / "ck"
+    first = ["--devices", "2", "--scheduler", "alternating", "--seed", "0", "--checkpoint-dir", str(ck)]
+    cfg = _cfg(meta={"settings": run_settings(_cluster_args(*first))})
+    save_checkpoint(ck, _payload(cfg, 1))
+    changed = ["--devices", "3", "--scheduler", "exact", "--seed", "4", "--lr", "0.1", "--model", "vgg11"]
+    code = main(["cluster", *changed, "--rounds", "3", "--checkpoint-dir", str(ck), "--resume", "--run-timeout", "30"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    for part in ("--devices 3 (checkpoint: 2)", "--scheduler exact (checkpoint: alternating)",
+                 "--seed 4 (checkpoint: 0)", "--lr 0.1 (checkpoint: 0.05)", "--model vgg11 (checkpoint: small_cnn)"):
+        assert part in err[0]
+    # what may change (the total rounds, the timeout) is not a difference
+    from edgesplit.commands.cluster import settings_changed
+
+    same = run_settings(_cluster_args(*first, "--rounds", "9", "--timeout", "5"))
+    assert settings_changed(cfg.meta["settings"], same) == []
+
+
+def test_cli_resume_from_a_truncated_checkpoint_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    from edgesplit.cli import main
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    (tmp_path / "cluster-checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+    code = main(["cluster", "--devices", "2", "--checkpoint-dir", str(tmp_path), "--resume", "--run-timeout", "30"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "unreadable (truncated" in err[0], err

@@ -63,7 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--host-profile", metavar="FILE.csv", help="use this profile of the model on this host "
                    "instead of calibrating now")
     e.add_argument("--checkpoint-dir", metavar="DIR", help="checkpoint the global model here every round")
-    e.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
+    e.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir: give the same settings (model, devices or "
+                   "scenario, scheduler, seed, lr, ...); only --rounds (the total), --timeout, --run-timeout, --data-dir, "
+                   "--run-id, the fault injections, --json and --launch may change")
     e.add_argument("--kill-device", action="append", default=[], metavar="RANK:ROUND[:IT]",
                    help="fault injection: device RANK kills itself (SIGKILL) at iteration IT of round ROUND")
     e.add_argument("--hang-device", action="append", default=[], metavar="RANK:ROUND[:IT]",
@@ -96,6 +98,64 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EdgeSplitError(f"--devices: must be >= 1, got {args.devices}")
 
 
+#: options that define a run: a resumed run must be given the same (``--resume`` refuses others)
+SETTINGS = ("scenario", "devices", "scheduler", "model", "dataset", "non_iid", "batch_size", "samples_per_device",
+            "heterogeneity", "fastest_speed", "rate_range", "server_speed", "sharing", "seed", "lr", "momentum",
+            "emulation_clock", "burst_bytes", "no_rate_limit", "host_profile")
+#: what a resumed run may change: the total --rounds, --timeout, --run-timeout, --data-dir, --run-id,
+#: the fault injections, --json and --launch (documented in docs/distributed.md)
+
+
+def _file_digest(path: str | None) -> str | None:
+    import hashlib
+
+    if not path:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :data:`SETTINGS` as given (files by path and content digest)."""
+    out: dict[str, Any] = {}
+    for key in SETTINGS:
+        v = getattr(args, key, None)
+        out[key] = list(v) if isinstance(v, tuple) else v
+    out["scenario_digest"] = _file_digest(args.scenario)
+    out["host_profile_digest"] = _file_digest(args.host_profile)
+    return out
+
+
+def settings_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """``"--model vgg11 (checkpoint: small_cnn)"`` for every setting that differs."""
+    if not isinstance(old, dict):
+        return ["the checkpoint records no settings (made by an older edgesplit)"]
+    out = []
+    for key in SETTINGS:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            a, b = list(a), list(b)
+        if a != b:
+            flag = "--" + key.replace("_", "-")
+            out.append(f"{flag} {_show(b)} (checkpoint: {_show(a)})")
+    for key, flag in (("scenario_digest", "--scenario"), ("host_profile_digest", "--host-profile")):
+        if old.get(key) != new.get(key) and old.get(key[: -len("_digest")]) == new.get(key[: -len("_digest")]):
+            out.append(f"{flag} {new.get(key[: -len('_digest')])}: the file's contents changed")
+    return out
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "(not given)"
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, list):
+        return " ".join(_show(x) for x in v)
+    return str(v)
+
+
 def build_config(args: argparse.Namespace, n_from_env: int | None = None) -> tuple[Any, list[str]]:
     """The :class:`RunConfig` of the command line (calibrating this host), and notes to print."""
     from edgesplit.distributed import planning
@@ -108,18 +168,28 @@ def build_config(args: argparse.Namespace, n_from_env: int | None = None) -> tup
     run_id = parse_run_id(args.run_id) if args.run_id else new_run_id()
     notes: list[str] = []
     faults = _faults(args)
+    settings = run_settings(args)
     if args.resume:
         ck = read_checkpoint(args.checkpoint_dir)
         if ck is not None:
             cfg = RunConfig.from_dict(ck["config"])
+            changed = settings_changed(cfg.meta.get("settings"), settings)
+            if changed:
+                raise EdgeSplitError(
+                    f"--resume: the checkpoint in {args.checkpoint_dir} was made with other settings: "
+                    f"{'; '.join(changed)}; rerun with the checkpoint's settings or use another --checkpoint-dir"
+                )
             cfg.run_id, cfg.rounds, cfg.resume, cfg.faults = run_id, args.rounds, True, faults
             cfg.checkpoint_dir = str(args.checkpoint_dir)
             cfg.timeout_s = float(args.timeout)
             if args.data_dir:
                 cfg.data_dir = args.data_dir
             cfg.validate()
+            if ck.get("note"):
+                notes.append(ck["note"])
             notes.append(f"resuming the run checkpointed in {args.checkpoint_dir} after round {ck['round']} "
                          "(its scenario, plan and calibration)")
+            cfg.meta["notes"] = list(cfg.meta.get("notes", [])) + notes
             return cfg, notes
         notes.append(f"--resume: no checkpoint in {args.checkpoint_dir} yet; starting at round 1")
     if args.host_profile:
@@ -161,7 +231,7 @@ def build_config(args: argparse.Namespace, n_from_env: int | None = None) -> tup
         timeout_s=args.timeout, clock=args.emulation_clock, burst_bytes=args.burst_bytes,
         rate_limit=not args.no_rate_limit,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, faults=faults,
-        meta={"calibration": calib, "notes": notes})
+        meta={"calibration": calib, "notes": notes, "settings": settings})
     return cfg, notes
 
 

@@ -400,12 +400,14 @@ class ClusterServer:
         if cfg.resume and cfg.checkpoint_dir:
             ck = load_checkpoint(cfg.checkpoint_dir, cfg)
             if ck is not None:
+                if ck.get("note"):
+                    self.log(ck["note"])
                 model.load_state_dict(ck["model"])
                 self.records = list(ck["records"])
                 self.dropped = list(ck.get("dropped", []))
                 start = int(ck["round"]) + 1
                 resumed_from = int(ck["round"])
-                self.log(f"resuming after round {resumed_from} from {cfg.checkpoint_dir}")
+                self.log(f"resuming after round {resumed_from} from {ck['path']}")
             else:
                 self.log(f"no checkpoint in {cfg.checkpoint_dir}: starting at round 1")
         self._setup(model, start)
