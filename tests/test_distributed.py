@@ -19,6 +19,7 @@ from edgesplit.distributed.emulation import ComputeEmulator
 from edgesplit.distributed.protocol import (
     HEADER_LEN,
     VERSION,
+    LinkAuth,
     Message,
     MessageType,
     ProtocolError,
@@ -49,9 +50,29 @@ RUN = 0x1234_5678_9ABC
 # ----------------------------------------------------------------------------- protocol
 
 
-def _roundtrip(msg: Message, run_id: int = RUN, sender: int = 3) -> Message:
-    h, b = encode(msg, run_id, sender)
-    return decode(h.clone(), b.clone(), run_id, sender)
+KEY = bytes(range(32))
+
+
+def _pair() -> tuple[LinkAuth, LinkAuth]:
+    """The two ends of one link (the same key, their own counters)."""
+    return LinkAuth(KEY), LinkAuth(KEY)
+
+
+def _roundtrip(msg: Message, run_id: int = RUN, sender: int = 3, receiver: int = 0) -> Message:
+    tx, rx = _pair()
+    h, b = encode(msg, run_id, sender, receiver, tx)
+    return decode(h.clone(), b.clone(), run_id, sender, receiver, rx)
+
+
+def _reseal(values: list[int], body: torch.Tensor, key: bytes = KEY) -> torch.Tensor:
+    """A header with ``values`` (the first N_FIELDS) and valid MACs under ``key``: what a peer
+    holding the key (a buggy one) could send."""
+    from edgesplit.distributed import protocol
+
+    fields = protocol._fields_bytes(values[: protocol.N_FIELDS])
+    bmac = protocol._body_mac(key, fields, body)
+    hmac_ = protocol._header_mac(key, fields, bmac)
+    return torch.tensor(values[: protocol.N_FIELDS] + protocol._words(bmac) + protocol._words(hmac_))
 
 
 def test_roundtrip_keeps_types_shapes_and_values() -> None:
@@ -77,91 +98,113 @@ def test_roundtrip_keeps_types_shapes_and_values() -> None:
 
 
 def test_decoded_tensors_do_not_alias_the_receive_buffer() -> None:
-    h, b = encode(Message(MessageType.GRADIENT, tensors={"g": torch.ones(8)}), RUN, 0)
-    out = decode(h, b, RUN, 0)
+    tx, rx = _pair()
+    h, b = encode(Message(MessageType.GRADIENT, tensors={"g": torch.ones(8)}), RUN, 0, 1, tx)
+    out = decode(h, b, RUN, 0, 1, rx)
     b.zero_()
     assert torch.equal(out.tensors["g"], torch.ones(8))
 
 
 def test_peer_from_another_run_is_rejected() -> None:
-    h, b = encode(Message(MessageType.HELLO), RUN, 1)
+    tx, rx = _pair()
+    h, b = encode(Message(MessageType.HELLO), RUN, 1, 0, tx)
     with pytest.raises(RunMismatchError, match="another run"):
-        decode(h, b, RUN + 1, 1)
+        decode(h, b, RUN + 1, 1, 0, rx)
 
 
 def test_other_protocol_version_is_rejected() -> None:
-    h, b = encode(Message(MessageType.HELLO), RUN, 1)
+    tx, rx = _pair()
+    h, b = encode(Message(MessageType.HELLO), RUN, 1, 0, tx)
     vals = h.tolist()
     vals[1] = VERSION + 1
-    from edgesplit.distributed import protocol
-
-    vals[11] = protocol._header_sum(vals[:11])
     with pytest.raises(RunMismatchError, match="protocol version"):
-        decode(torch.tensor(vals), b, RUN, 1)
+        decode(_reseal(vals, b), b, RUN, 1, 0, rx)
 
 
 @pytest.mark.parametrize("index,value,match", [
     (0, 12345, "bad magic"),
-    (3, 999, "checksum"),  # any field changed without fixing the checksum
-    (7, 3, "checksum"),
+    (3, 999, "fails authentication"),  # any field changed without the key to re-sign it
+    (9, 3, "fails authentication"),
+    (8, 5, "fails authentication"),
+    (13, 7, "fails authentication"),  # the body MAC
 ])
-def test_corrupt_headers_are_rejected(index: int, value: int, match: str) -> None:
-    h, b = encode(Message(MessageType.HELLO), RUN, 1)
+def test_altered_headers_are_rejected(index: int, value: int, match: str) -> None:
+    tx, rx = _pair()
+    h, b = encode(Message(MessageType.HELLO), RUN, 1, 0, tx)
     h[index] = value
     with pytest.raises(ProtocolError, match=match):
-        decode(h, b, RUN, 1)
+        decode(h, b, RUN, 1, 0, rx)
 
 
-def test_unknown_type_wrong_sender_and_bad_lengths_are_rejected() -> None:
-    from edgesplit.distributed import protocol
+def test_a_peer_without_the_key_cannot_forge_a_message() -> None:
+    """Issue 10: anyone who could reach the cluster could send weights; now every message carries
+    an HMAC under the link's key."""
+    forger = LinkAuth(b"not the run's key, 32 bytes long")
+    h, b = encode(Message(MessageType.WEIGHTS_UP, tensors={"u1/w": torch.zeros(3)}), RUN, 1, 0, forger)
+    with pytest.raises(ProtocolError, match="fails authentication"):
+        decode(h, b, RUN, 1, 0, LinkAuth(KEY))
 
-    def forged(**changes: int) -> torch.Tensor:
-        h, _ = encode(Message(MessageType.HELLO), RUN, 1)
+
+def test_replayed_reordered_or_reflected_messages_are_rejected() -> None:
+    tx, rx = _pair()
+    first = encode(Message(MessageType.GRADIENT, seq=0), RUN, 0, 2, tx)
+    second = encode(Message(MessageType.GRADIENT, seq=1), RUN, 0, 2, tx)
+    third = encode(Message(MessageType.GRADIENT, seq=2), RUN, 0, 2, tx)
+    decode(*first, RUN, 0, 2, rx)
+    with pytest.raises(ProtocolError, match=r"out of sequence \(counter 0, expected 1\)"):
+        decode(*first, RUN, 0, 2, rx)  # replay
+    with pytest.raises(ProtocolError, match="out of sequence"):
+        decode(*third, RUN, 0, 2, rx)  # the second one was dropped
+    assert decode(*second, RUN, 0, 2, rx).seq == 1
+    # a message of rank 0 to rank 2 sent back to rank 0 as if from rank 2, or to rank 3
+    with pytest.raises(ProtocolError, match="claims sender rank 0"):
+        decode(*third, RUN, 2, 0, LinkAuth(KEY, received=2))
+    with pytest.raises(ProtocolError, match="addressed to rank 2"):
+        decode(*third, RUN, 0, 3, LinkAuth(KEY, received=2))
+    with pytest.raises(ProtocolError, match="16 bytes"):
+        LinkAuth(b"short")
+
+
+def test_unknown_type_and_bad_lengths_are_rejected_even_when_signed() -> None:
+    def forged(body: torch.Tensor, **changes: int) -> torch.Tensor:
+        h, _ = encode(Message(MessageType.HELLO), RUN, 1, 0, LinkAuth(KEY))
         vals = h.tolist()
         for i, v in changes.items():
             vals[int(i[1:])] = v
-        vals[11] = protocol._header_sum(vals[:11])
-        return torch.tensor(vals)
+        return _reseal(vals, body)
 
-    _, body = encode(Message(MessageType.HELLO), RUN, 1)
+    _, body = encode(Message(MessageType.HELLO), RUN, 1, 0, LinkAuth(KEY))
     with pytest.raises(ProtocolError, match="unknown message type"):
-        decode(forged(i3=77), body, RUN, 1)
-    with pytest.raises(ProtocolError, match="claims sender"):
-        decode(forged(i4=2), body, RUN, 1)
+        decode(forged(body, i3=77), body, RUN, 1, 0, LinkAuth(KEY))
     with pytest.raises(ProtocolError, match="body lengths"):
-        decode(forged(i8=-8), body, RUN, 1)
+        decode(forged(body, i10=-8), body, RUN, 1, 0, LinkAuth(KEY))
     with pytest.raises(ProtocolError, match="header must be"):
-        decode(torch.zeros(3, dtype=torch.int64), body, RUN, 1)
+        decode(torch.zeros(3, dtype=torch.int64), body, RUN, 1, 0, LinkAuth(KEY))
 
 
-def test_corrupt_or_truncated_body_is_rejected() -> None:
-    h, b = encode(Message(MessageType.ACTIVATIONS, tensors={"h": torch.randn(16)}), RUN, 2)
+def test_altered_or_truncated_body_is_rejected() -> None:
+    tx = LinkAuth(KEY)
+    h, b = encode(Message(MessageType.ACTIVATIONS, tensors={"h": torch.randn(16)}), RUN, 2, 0, tx)
     bad = b.clone()
     bad[-1] ^= 0xFF
-    with pytest.raises(ProtocolError, match="CRC-32"):
-        decode(h, bad, RUN, 2)
+    with pytest.raises(ProtocolError, match="bad body HMAC"):
+        decode(h, bad, RUN, 2, 0, LinkAuth(KEY))
     with pytest.raises(ProtocolError, match="body has"):
-        decode(h, b[:-8].clone(), RUN, 2)
+        decode(h, b[:-8].clone(), RUN, 2, 0, LinkAuth(KEY))
 
 
 def test_tensor_entries_that_do_not_fit_are_rejected() -> None:
-    import zlib
-
-    from edgesplit.distributed import protocol
-
-    h, b = encode(Message(MessageType.ACTIVATIONS, tensors={"h": torch.randn(4)}), RUN, 2)
-    meta_len = int(h[7])
+    h, b = encode(Message(MessageType.ACTIVATIONS, tensors={"h": torch.randn(4)}), RUN, 2, 0, LinkAuth(KEY))
+    meta_len = int(h[9])
     meta = json.loads(bytes(b[:meta_len].numpy().tobytes()).rstrip(b"\x00"))
     meta["tensors"][0][2] = [400]  # claims more elements than the payload holds
     raw = json.dumps(meta).encode()
     new_meta = raw + b"\x00" * (-len(raw) % 8)
     body = torch.cat([torch.frombuffer(bytearray(new_meta), dtype=torch.uint8), b[meta_len:]])
     vals = h.tolist()
-    vals[7] = len(new_meta)
-    vals[9] = zlib.crc32(body.numpy().data) & 0xFFFFFFFF
-    vals[11] = protocol._header_sum(vals[:11])
+    vals[9] = len(new_meta)
     with pytest.raises(ProtocolError, match="does not fit"):
-        decode(torch.tensor(vals), body, RUN, 2)
+        decode(_reseal(vals, body), body, RUN, 2, 0, LinkAuth(KEY))
 
 
 def test_expect_and_state_packing() -> None:
@@ -404,34 +447,150 @@ def test_truncated_checkpoint_falls_back_to_the_previous_or_fails_in_one_line(tm
 # ----------------------------------------------------------------------------- rendezvous (in-process)
 
 
-def test_rendezvous_rejects_a_device_of_another_run(tmp_path) -> None:
-    port_file = str(tmp_path / "port")
-    outcome: dict[str, BaseException | None] = {}
+SECRET = b"a shared secret of the test run, 40+ chars"
+OTHER = b"another secret, not the run's, 40+ chars"
 
-    def server() -> None:
+
+class _Server:
+    """serve_rendezvous + await_joins in a thread; its log lines and outcome are kept."""
+
+    def __init__(self, tmp_path, world: int = 2, secret: bytes = SECRET, timeout: float = 10.0) -> None:
+        self.port_file = str(tmp_path / "port")
+        self.lines: list[str] = []
+        self.outcome: object = None
+        self.rdv = serve_rendezvous(Endpoint("127.0.0.1", 0, 0, world), RUN, timeout, secret, self.port_file)
+        self.thread = threading.Thread(target=self._run, args=(timeout,), daemon=True)
+        self.thread.start()
+
+    def _run(self, timeout: float) -> None:
         try:
-            store, _ = serve_rendezvous(Endpoint("127.0.0.1", 0, 0, 2), RUN, 10.0, port_file)
-            outcome["store"] = store  # type: ignore[assignment]
-            await_joins(store, 2, 10.0)
-            outcome["server"] = None
+            self.outcome = await_joins(self.rdv, timeout, self.lines.append)
         except BaseException as exc:  # noqa: BLE001
-            outcome["server"] = exc
+            self.outcome = exc
 
-    t = threading.Thread(target=server, daemon=True)
-    t.start()
+    def join(self) -> object:
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+        return self.outcome
+
+
+def test_rendezvous_rejects_a_device_of_another_run(tmp_path) -> None:
+    srv = _Server(tmp_path)
     with pytest.raises(RunMismatchError, match="belongs to run 0x1 but the server runs"):
-        join_rendezvous(Endpoint("127.0.0.1", 0, 1, 2), 0x1, 10.0, port_file)
-    t.join(15)
-    assert not t.is_alive()
-    assert isinstance(outcome["server"], RunMismatchError)
-    assert "rank 1 was rejected" in str(outcome["server"])
+        join_rendezvous(Endpoint("127.0.0.1", 0, 1, 2), 0x1, 10.0, SECRET, srv.port_file)
+    out = srv.join()
+    assert isinstance(out, RunMismatchError) and "rank 1 was rejected" in str(out)
 
 
 def test_rendezvous_times_out_without_devices(tmp_path) -> None:
-    store, port = serve_rendezvous(Endpoint("127.0.0.1", 0, 0, 3), RUN, 5.0, str(tmp_path / "port"))
-    assert port > 0
+    rdv = serve_rendezvous(Endpoint("127.0.0.1", 0, 0, 3), RUN, 5.0, SECRET, str(tmp_path / "port"))
+    assert rdv.port > 0
     with pytest.raises(PeerLost, match=r"ranks \[1, 2\] did not join"):
-        await_joins(store, 3, 0.3)
+        await_joins(rdv, 0.3)
+
+
+def test_rendezvous_refuses_peers_without_the_secret_on_both_sides(tmp_path) -> None:
+    """Issue 10: the run id was the only check. A device without the secret is refused with one line
+    on each side and cannot disturb the run: the real device still joins afterwards; a fake
+    rejection is ignored; a device does not trust a server without the secret."""
+    from edgesplit.distributed.auth import AuthError
+
+    srv = _Server(tmp_path)
+    with pytest.raises(AuthError, match="does not authenticate with this device's secret") as err:
+        join_rendezvous(Endpoint("127.0.0.1", 0, 1, 2), None, 10.0, OTHER, srv.port_file)
+    assert "\n" not in str(err.value)
+    # an attacker writes a fake rejection for rank 1 straight into the store: ignored
+    n = srv.rdv.store.add("edgesplit/attempts/1", 1)
+    srv.rdv.store.set(f"edgesplit/attempt/1/{n}", json.dumps({"nonce": "00", "reject": "abort!", "mac": "ff"}))
+    j = join_rendezvous(Endpoint("127.0.0.1", 0, 1, 2), None, 10.0, SECRET, srv.port_file)
+    out = srv.join()
+    assert isinstance(out, dict) and out[1]["nonce"] == j.device_nonce and j.run_id == RUN
+    assert len(srv.lines) == 2 and all("refused a peer claiming rank 1" in x for x in srv.lines)
+    assert "authentication failed" in srv.lines[0]
+    # a device with the secret does not trust a store whose server lacks it
+    fake = _Server(tmp_path / "x" if (tmp_path / "x").mkdir() is None else tmp_path, secret=OTHER, timeout=1.0)
+    with pytest.raises(AuthError, match="does not authenticate"):
+        join_rendezvous(Endpoint("127.0.0.1", 0, 1, 2), None, 10.0, SECRET, fake.port_file)
+    fake.join()
+
+
+def _listening_addresses_of_this_process() -> set[str]:
+    """Local addresses of the TCP sockets this process listens on (via /proc)."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                found.add(cols[1].split(":")[0])
+    return found
+
+
+def test_local_transport_listens_on_loopback_only_and_the_store_holds_no_secret(tmp_path) -> None:
+    """Issue 10: the store listened on every interface. A whole rendezvous, gloo group and an
+    authenticated exchange, in-process (two ranks on threads): every listening socket is on
+    127.0.0.1, and nothing in the store reveals the secret or a link key."""
+    from edgesplit.distributed.auth import link_key
+    from edgesplit.distributed.transport import init_group, make_gloo_device
+
+    srv = _Server(tmp_path)
+    j = join_rendezvous(Endpoint("127.0.0.1", 0, 1, 2), None, 10.0, SECRET, srv.port_file)
+    joined = srv.join()
+    assert isinstance(joined, dict)
+    key = link_key(SECRET, RUN, srv.rdv.server_nonce, 1, j.device_nonce)
+    assert key == link_key(SECRET, RUN, j.server_nonce, 1, joined[1]["nonce"])
+    box: dict = {}
+
+    def build(rank: int, store) -> None:
+        box[rank] = init_group(store, Endpoint("127.0.0.1", srv.rdv.port, rank, 2), RUN, srv.rdv.server_nonce,
+                               {1 - rank: LinkAuth(key)}, 20.0, make_gloo_device("127.0.0.1"))
+
+    threads = [threading.Thread(target=build, args=(0, srv.rdv.store)), threading.Thread(target=build, args=(1, j.store))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    server, device = box[0], box[1]
+    got: dict = {}
+    t = threading.Thread(target=lambda: got.update(hello=server.recv(1, 10.0)))
+    t.start()
+    device.send(0, Message(MessageType.HELLO, info={"x": 1}), 10.0)  # completes once the peer took it
+    t.join(10)
+    assert got["hello"].info == {"x": 1}
+    t = threading.Thread(target=lambda: got.update(g=device.recv(0, 10.0)))
+    t.start()
+    server.send(1, Message(MessageType.GRADIENT, tensors={"g": torch.ones(3)}), 10.0)
+    t.join(10)
+    assert torch.equal(got["g"].tensors["g"], torch.ones(3))
+    addrs = _listening_addresses_of_this_process()
+    assert addrs and addrs <= {"0100007F", "00000000000000000000000001000000"}, addrs  # 127.0.0.1 / ::1
+    blob = b"".join(srv.rdv.store.get(k) for k in srv.rdv.store.list_keys())
+    for secret in (SECRET, SECRET.hex().encode(), key, key.hex().encode()):
+        assert secret not in blob
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with pytest.raises(EdgeSplitError, match=f"MASTER_PORT: port {port} on 127.0.0.1 is already in use"):
+            serve_rendezvous(Endpoint("127.0.0.1", port, 0, 2), RUN, 5.0, SECRET)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -558,3 +717,58 @@ def test_cli_resume_from_a_truncated_checkpoint_is_one_line(tmp_path, capsys, mo
     code = main(["cluster", "--devices", "2", "--checkpoint-dir", str(tmp_path), "--resume", "--run-timeout", "30"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "unreadable (truncated" in err[0], err
+
+
+def _env_mode(monkeypatch, rank: int, world: int, port: int, secret: str | None) -> None:
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.delenv("EDGESPLIT_CLUSTER_SECRET_FILE", raising=False)
+    if secret is None:
+        monkeypatch.delenv("EDGESPLIT_CLUSTER_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("EDGESPLIT_CLUSTER_SECRET", secret)
+
+
+def test_cli_multi_host_needs_a_secret(tmp_path, capsys, monkeypatch) -> None:
+    from edgesplit.cli import main
+
+    for rank in (0, 1):
+        _env_mode(monkeypatch, rank, 2, 29999, None)
+        assert main(["cluster", "--devices", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "EDGESPLIT_CLUSTER_SECRET: not set" in err[0], err
+    _env_mode(monkeypatch, 1, 2, 29999, "short")
+    assert main(["cluster"]) == 2
+    assert "the secret has 5 characters" in capsys.readouterr().err
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 40 + "\n")
+    from edgesplit.distributed.auth import load_secret
+
+    assert load_secret({}, str(secret)) == b"s" * 40
+    assert load_secret({"EDGESPLIT_CLUSTER_SECRET_FILE": str(secret)}) == b"s" * 40
+    with pytest.raises(EdgeSplitError, match="--secret-file: cannot read"):
+        load_secret({}, str(tmp_path / "missing"))
+
+
+def test_cli_port_in_use_is_one_line_exit_2(tmp_path, capsys, monkeypatch) -> None:
+    """Issue 10: a MASTER_PORT already in use gave a traceback."""
+    import socket
+
+    from edgesplit.cli import main
+
+    profile = tmp_path / "host.csv"
+    prof = _profile()
+    LayerProfile(("conv1", "conv2_pool", "conv3_pool", "fc1", "fc2"), np.full(5, 1e-4), np.full(5, 2e-4),
+                 np.full(5, 4e3), np.full(5, 1e4), model="small_cnn", dataset="mnist").to_csv(profile)
+    del prof
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        _env_mode(monkeypatch, 0, 2, port, "s" * 32)
+        code = main(["cluster", "--devices", "1", "--rounds", "1", "--host-profile", str(profile)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and f"MASTER_PORT: port {port} on 127.0.0.1 is already in use" in err[0], err

@@ -224,3 +224,22 @@ def test_vgg_with_parameterless_units_runs_on_the_cluster() -> None:
     res = launch.result
     assert res["rounds"] == [1] and res["dropped"] == []
     assert res["records"][0]["n_finished"] == 1 and res["records"][0]["train_loss"] is not None
+
+
+def test_a_device_without_the_run_secret_is_refused_on_both_sides(capfd: pytest.CaptureFixture[str]) -> None:
+    """Issue 10: anyone who reached the store could join as a device. Device 2 holds another secret:
+    the server refuses it with one line, the device stops with one line, and the run fails at the
+    rendezvous deadline naming the refusal (it never starts training with an unauthenticated peer)."""
+    from edgesplit.distributed.launcher import ClusterError
+
+    rid = new_run_id()
+    cfg = tiny_config(rid, 1)
+    cfg.rendezvous_timeout_s = 3.0
+    with pytest.raises(ClusterError, match=r"ranks \[2\] did not join within 3 s \(refused 1 unauthenticated"):
+        launch_local(cfg, timeout_s=RUN_TIMEOUT_S, start="fork", device_secrets={2: b"x" * 32})
+    err = capfd.readouterr().err
+    server_lines = [x for x in err.splitlines() if x.startswith("[server] rendezvous: refused")]
+    device_lines = [x for x in err.splitlines() if x.startswith("[device 2] error:")]
+    assert len(server_lines) == 1 and "a peer claiming rank 2" in server_lines[0], err
+    assert len(device_lines) == 1 and "does not authenticate with this device's secret" in device_lines[0], err
+    assert children_of_this_process() == []

@@ -73,7 +73,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--launch", choices=["auto", "local", "env"], default="auto",
                    help="local: spawn 1 + N processes here; env: run the one rank named by RANK/WORLD_SIZE "
                    "(auto: env when both are set)")
-    e.add_argument("--run-id", metavar="ID", help="run id (default: random; $EDGESPLIT_RUN_ID in env mode)")
+    e.add_argument("--run-id", metavar="ID", help="run id (default: random; $EDGESPLIT_RUN_ID in env mode); "
+                   "not a secret")
+    e.add_argument("--secret-file", metavar="FILE", help="env mode: a file holding the run's shared secret (default: "
+                   "$EDGESPLIT_CLUSTER_SECRET_FILE, or the secret itself in $EDGESPLIT_CLUSTER_SECRET); every rank needs "
+                   "the same one. Local runs draw their own")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -315,9 +319,12 @@ def run(args: argparse.Namespace) -> int:
     if mode == "env":
         from edgesplit.distributed.transport import endpoint_from_env
 
+        from edgesplit.distributed.auth import load_secret
+
         ep = endpoint_from_env()
+        load_secret(secret_file=args.secret_file)  # no secret: one line before any work
         if ep.rank != 0:  # a device: everything it needs comes from the server
-            run_from_env(None, args.data_dir)
+            run_from_env(None, args.data_dir, secret_file=args.secret_file)
             print(f"edgesplit cluster: device rank {ep.rank}: done", file=sys.stderr)
             _hard_exit(0)
         if args.run_id is None and os.environ.get("EDGESPLIT_RUN_ID"):
@@ -325,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
         cfg, _ = build_config(args, n_from_env=ep.world_size - 1)
         for n in cfg.meta.get("notes", []):
             print(f"edgesplit cluster: note: {n}", file=sys.stderr)
-        result = run_from_env(cfg, args.data_dir)
+        result = run_from_env(cfg, args.data_dir, secret_file=args.secret_file)
         assert result is not None
     else:
         if not args.dataset.startswith("synthetic"):  # every device reads it here: fail before calibrating

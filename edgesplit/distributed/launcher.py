@@ -41,6 +41,8 @@ from edgesplit.distributed.config import RunConfig
 from edgesplit.errors import EdgeSplitError
 
 RUN_ID_ENV = "EDGESPLIT_RUN_ID"
+BIND_ENV = "EDGESPLIT_BIND_ADDR"
+_LOCAL_SECRET_ENV = "EDGESPLIT_LOCAL_RUN_SECRET"  # launcher -> its zygote only (hex)
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
 
@@ -62,45 +64,57 @@ def _die_with_parent() -> None:
 
 
 def run_rank(rank: int, world_size: int, master_addr: str, master_port: int, cfg: RunConfig | None,
-             run_id: int | None, port_file: str | None = None, data_dir: str | None = None) -> dict | None:
+             run_id: int | None, secret: bytes, port_file: str | None = None, data_dir: str | None = None,
+             local: bool = False, bind_addr: str | None = None, gloo_interface: str | None = None) -> dict | None:
     """Run rank ``rank`` to completion: the server (rank 0, needs ``cfg``; returns the result)
-    or a device (returns ``None``). Raises :class:`EdgeSplitError` subclasses on bad input,
-    a lost peer or a peer of another run."""
+    or a device (returns ``None``). ``secret`` authenticates every peer and message; ``local``
+    keeps every socket on loopback. Raises :class:`EdgeSplitError` subclasses on bad input,
+    a lost peer, a peer that fails authentication or a peer of another run."""
     import torch
 
     from edgesplit.distributed.common import trace
     from edgesplit.distributed.device import ClusterDevice
     from edgesplit.distributed.server import ClusterServer
+    from edgesplit.distributed.auth import link_key
+    from edgesplit.distributed.protocol import LinkAuth
     from edgesplit.distributed.transport import (
         Endpoint,
         await_joins,
         init_group,
+        is_loopback,
         join_rendezvous,
+        make_gloo_device,
         serve_rendezvous,
     )
 
     torch.set_num_threads(1)
     trace(f"rank {rank}: started")
     ep = Endpoint(master_addr, master_port, rank, world_size)
+    loop = local or is_loopback(master_addr)
+    device = make_gloo_device("127.0.0.1" if loop and not gloo_interface else None, gloo_interface)
     if rank == 0:
         if cfg is None:
             raise EdgeSplitError("the server (RANK=0) needs the run configuration")
         if world_size != cfg.world_size:
             raise EdgeSplitError(f"WORLD_SIZE: is {world_size}, but the plan has {len(cfg.devices)} devices "
                                  f"(WORLD_SIZE must be {cfg.world_size})")
-        store, _ = serve_rendezvous(ep, cfg.run_id, cfg.rendezvous_timeout_s, port_file)
+        rdv = serve_rendezvous(ep, cfg.run_id, cfg.rendezvous_timeout_s, secret, port_file,
+                               bind_addr="127.0.0.1" if local else bind_addr)
         trace("server: store up")
-        await_joins(store, world_size, cfg.rendezvous_timeout_s)
+        joined = await_joins(rdv, cfg.rendezvous_timeout_s)
         trace("server: all joined")
-        tr = init_group(store, ep, cfg.run_id, cfg.rendezvous_timeout_s)
+        links = {r: LinkAuth(link_key(secret, cfg.run_id, rdv.server_nonce, r, str(req["nonce"])))
+                 for r, req in joined.items()}
+        tr = init_group(rdv.store, ep, cfg.run_id, rdv.server_nonce, links, cfg.rendezvous_timeout_s, device)
         trace("server: process group up")
         try:
             return ClusterServer(cfg, tr).run()
         finally:
             tr.close()
     timeout = 120.0 if cfg is None else cfg.rendezvous_timeout_s
-    store, server_run = join_rendezvous(ep, run_id, timeout, port_file)
-    tr = init_group(store, ep, server_run, timeout)
+    j = join_rendezvous(ep, run_id, timeout, secret, port_file)
+    links = {0: LinkAuth(link_key(secret, j.run_id, j.server_nonce, rank, j.device_nonce))}
+    tr = init_group(j.store, ep, j.run_id, j.server_nonce, links, timeout, device)
     try:
         ClusterDevice(tr, data_dir).run()
     finally:
@@ -109,34 +123,40 @@ def run_rank(rank: int, world_size: int, master_addr: str, master_port: int, cfg
 
 
 def run_from_env(cfg: RunConfig | None, data_dir: str | None = None,
-                 environ: dict[str, str] | None = None) -> dict | None:
+                 environ: dict[str, str] | None = None, secret_file: str | None = None) -> dict | None:
     """Multi-host mode: run the rank named by ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``
-    (and ``EDGESPLIT_RUN_ID``) in this process. The server returns the result; devices ``None``."""
+    (and ``EDGESPLIT_RUN_ID``) in this process, authenticated with the shared secret
+    (``EDGESPLIT_CLUSTER_SECRET``, ``EDGESPLIT_CLUSTER_SECRET_FILE`` or ``secret_file``). The
+    server listens on ``MASTER_ADDR`` (``EDGESPLIT_BIND_ADDR`` overrides it). The server returns
+    the result; devices ``None``."""
+    from edgesplit.distributed.auth import load_secret
     from edgesplit.distributed.protocol import parse_run_id
     from edgesplit.distributed.transport import endpoint_from_env
 
     env = os.environ if environ is None else environ
     ep = endpoint_from_env(dict(env))
+    secret = load_secret(dict(env), secret_file)
     rid_text = env.get(RUN_ID_ENV)
     run_id = parse_run_id(rid_text) if rid_text else None
     if ep.rank == 0 and cfg is not None and run_id is not None:
         cfg.run_id = run_id
-    return run_rank(ep.rank, ep.world_size, ep.master_addr, ep.master_port, cfg, run_id, None, data_dir)
+    return run_rank(ep.rank, ep.world_size, ep.master_addr, ep.master_port, cfg, run_id, secret, None, data_dir,
+                    bind_addr=env.get(BIND_ENV) or None, gloo_interface=env.get("GLOO_SOCKET_IFNAME") or None)
 
 
 # ----------------------------------------------------------------------------- the zygote
 
 
 def _child(rank: int, world_size: int, cfg: RunConfig, run_dir: Path, run_id: int,
-           data_dir: str | None) -> int:
+           data_dir: str | None, secret: bytes) -> int:
     """Body of a forked worker; returns its exit code (never raises)."""
     _die_with_parent()
     from edgesplit.distributed.common import stderr_log
 
     log = stderr_log("server" if rank == 0 else f"device {rank}")
     try:
-        result = run_rank(rank, world_size, "127.0.0.1", 0, cfg if rank == 0 else None, run_id,
-                          str(run_dir / "port"), data_dir)
+        result = run_rank(rank, world_size, "127.0.0.1", 0, cfg if rank == 0 else None, run_id, secret,
+                          str(run_dir / "port"), data_dir, local=True)
         if rank == 0:
             tmp = run_dir / "result.json.tmp"
             tmp.write_text(json.dumps(result))
@@ -153,7 +173,7 @@ def _child(rank: int, world_size: int, cfg: RunConfig, run_dir: Path, run_id: in
 
 
 def _zygote(cfg_path: Path, run_dir: Path, grace_s: float, data_dir: str | None,
-            run_ids: dict[int, int]) -> int:
+            run_ids: dict[int, int], secret: bytes, secrets_by_rank: dict[int, bytes] | None = None) -> int:
     """Fork the server and the devices, reap them, kill dropped or straggling devices."""
     _die_with_parent()
     import torch  # noqa: F401 - imported once here, shared by every forked worker
@@ -173,7 +193,8 @@ def _zygote(cfg_path: Path, run_dir: Path, grace_s: float, data_dir: str | None,
         if pid == 0:  # the child
             code = EXIT_BUG
             try:
-                code = _child(rank, world, cfg, run_dir, run_ids.get(rank, cfg.run_id), data_dir)
+                code = _child(rank, world, cfg, run_dir, run_ids.get(rank, cfg.run_id), data_dir,
+                              (secrets_by_rank or {}).get(rank, secret))
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -228,12 +249,15 @@ class LaunchResult:
 def launch_local(cfg: RunConfig, timeout_s: float = 600.0, grace_s: float = 3.0,
                  data_dir: str | None = None, run_dir: str | Path | None = None,
                  device_run_ids: dict[int, int] | None = None,
-                 python: str | None = None, start: str = "spawn") -> LaunchResult:
+                 python: str | None = None, start: str = "spawn",
+                 device_secrets: dict[int, bytes] | None = None) -> LaunchResult:
     """Run 1 server + N devices on this machine (loopback) and return the server's result.
 
     ``timeout_s`` bounds the whole run (the process group is killed past it); ``grace_s`` is how
     long devices may linger after the server finished. ``device_run_ids`` gives some ranks another
-    run id (to test that peers of another run are refused). ``start="spawn"`` (default) runs the
+    run id (to test that peers of another run are refused), ``device_secrets`` another secret (to test
+    that peers without the run's secret are refused). Every socket of the run is on loopback and
+    every peer and message is authenticated with a fresh random secret. ``start="spawn"`` (default) runs the
     zygote in a fresh interpreter; ``start="fork"`` forks it from this process, which skips its
     imports (seconds on a small host). It spawns instead when other Python threads run here (a
     fork copies none of them but could copy a lock one of them holds); the native pools of torch
@@ -259,12 +283,18 @@ def launch_local(cfg: RunConfig, timeout_s: float = 600.0, grace_s: float = 3.0,
         cmd += ["--data-dir", str(data_dir)]
     if ids:
         cmd += ["--run-ids", ids]
+    from edgesplit.distributed.auth import new_secret
+
+    secret = new_secret()
     env = dict(os.environ)
     env[RUN_ID_ENV] = f"{cfg.run_id:#x}"
+    env[_LOCAL_SECRET_ENV] = secret.hex()  # the environment of a process is readable by its owner only
+    if device_secrets:
+        cmd += ["--secrets", ",".join(f"{r}={v.hex()}" for r, v in device_secrets.items())]
     env.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
     if start == "fork":
-        proc: Any = _ForkedZygote(cfg_path, rdir, grace_s, data_dir, device_run_ids or {})
+        proc: Any = _ForkedZygote(cfg_path, rdir, grace_s, data_dir, device_run_ids or {}, secret, device_secrets)
     else:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
     timed_out = False
@@ -293,7 +323,7 @@ class _ForkedZygote:
     """The zygote forked from this process, with the bits of the ``Popen`` interface used here."""
 
     def __init__(self, cfg_path: Path, rdir: Path, grace_s: float, data_dir: str | None,
-                 run_ids: dict[int, int]) -> None:
+                 run_ids: dict[int, int], secret: bytes, secrets_by_rank: dict[int, bytes] | None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -301,7 +331,7 @@ class _ForkedZygote:
             code = EXIT_BUG
             try:
                 os.setsid()  # its own process group, like start_new_session
-                code = _zygote(cfg_path, rdir, grace_s, data_dir, run_ids)
+                code = _zygote(cfg_path, rdir, grace_s, data_dir, run_ids, secret, secrets_by_rank)
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()
             finally:
@@ -377,8 +407,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grace", type=float, default=3.0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--run-ids", default=None)
+    p.add_argument("--secrets", default=None, help="tests: RANK=HEX,... gives those devices another secret")
     a = p.parse_args(argv)
-    return _zygote(Path(a.config), Path(a.run_dir), a.grace, a.data_dir, _parse_run_ids(a.run_ids))
+    secret_hex = os.environ.pop(_LOCAL_SECRET_ENV, "")
+    if not secret_hex:
+        print("launcher: no run secret in the environment (start runs with launch_local)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    others = {int(r): bytes.fromhex(v) for r, _, v in (x.partition("=") for x in (a.secrets or "").split(",") if x)}
+    return _zygote(Path(a.config), Path(a.run_dir), a.grace, a.data_dir, _parse_run_ids(a.run_ids),
+                   bytes.fromhex(secret_hex), others)
 
 
 if __name__ == "__main__":

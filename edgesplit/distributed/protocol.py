@@ -1,39 +1,54 @@
-"""Message framing of the distributed runtime.
+"""Message framing of the distributed runtime: every message authenticated, none replayable.
 
 Every message is two tensors sent back to back over one peer link:
 
 * a **header**: ``HEADER_LEN`` int64 values ::
 
-      [MAGIC, VERSION, run_id, type, sender, round, seq, meta_len, payload_len, body_crc32, 0, header_sum]
+      [MAGIC, VERSION, run_id, type, sender, receiver, round, seq, counter, meta_len, payload_len,
+       body_mac (4 words), header_mac (4 words)]
 
-  ``header_sum`` is a checksum of the first eleven values, so a header that is not ours (or
-  got mixed up with another stream) is caught before its lengths are trusted;
 * a **body**: ``meta_len + payload_len`` bytes (``uint8``): a UTF-8 JSON object
   ``{"info": {...}, "tensors": [[name, dtype, shape, offset, nbytes], ...]}``, padded to a
   multiple of 8 bytes, then the raw tensor bytes, each tensor at an 8-byte aligned offset.
 
-The receiver checks the magic number, the protocol version, the run id, the message type,
-the lengths (against :data:`MAX_BODY_BYTES`), the CRC-32 of the body and every tensor entry.
-Anything wrong raises :class:`ProtocolError` (or :class:`RunMismatchError` for a peer of
-another run) whose message says what was wrong and which rank sent it.
+Authentication (:class:`LinkAuth`): each link (this rank and one peer) has its own key, derived
+from the run's shared secret at the rendezvous (:mod:`edgesplit.distributed.auth`).
+``body_mac = HMAC-SHA256(key, "body" | fields | body)`` and ``header_mac = HMAC-SHA256(key,
+"header" | fields | body_mac)``, where ``fields`` are the first eleven header values. The header's
+MAC is checked before its lengths are trusted (no allocation on a forged length), the body's
+before its JSON is parsed. ``counter`` numbers the messages of each direction of a link from 0:
+the receiver accepts only the next one, so a recorded message cannot be replayed, dropped or
+reordered unnoticed. Sender and receiver ranks are in the MAC, so a message cannot be reflected
+back or redirected to another rank.
+
+The receiver checks the magic number, the protocol version, the run id, the header MAC, the
+sender and receiver, the counter, the message type, the lengths (against
+:data:`MAX_BODY_BYTES`), the body MAC and every tensor entry. Anything wrong raises
+:class:`ProtocolError` (:class:`RunMismatchError` for a peer of another run or version) whose
+message says what was wrong and which rank sent it. Messages are authenticated, not encrypted:
+see the threat model in ``docs/distributed.md``.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import json
 import secrets
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from edgesplit.errors import EdgeSplitError
 
 MAGIC = 0x45445350_4C495431  # "EDSPLIT1"
-VERSION = 1
-HEADER_LEN = 12
+VERSION = 2
+N_FIELDS = 11  # header values before the two MACs
+MAC_BYTES = 32  # HMAC-SHA256
+HEADER_LEN = N_FIELDS + 2 * MAC_BYTES // 8
 MAX_BODY_BYTES = 1 << 31  # 2 GiB: far above any activation or model this testbed moves
 _ALIGN = 8
 _MASK63 = (1 << 63) - 1
@@ -112,13 +127,6 @@ def parse_run_id(value: str | int) -> int:
     return rid
 
 
-def _header_sum(values: list[int]) -> int:
-    acc = 0x9E3779B97F4A7C15
-    for v in values:
-        acc = ((acc ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return acc & _MASK63
-
-
 def _pad(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
 
@@ -133,8 +141,47 @@ def _tensor_bytes(t: torch.Tensor) -> torch.Tensor:
     return flat.view(torch.uint8)
 
 
-def encode(msg: Message, run_id: int, sender: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frame ``msg`` as ``(header int64[HEADER_LEN], body uint8[n])`` for run ``run_id``."""
+@dataclass
+class LinkAuth:
+    """The authentication state of one link (this rank and one peer): its HMAC key and the number
+    of messages sent and received so far (each direction counts from 0)."""
+
+    key: bytes
+    sent: int = 0
+    received: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, (bytes, bytearray)) or len(self.key) < 16:
+            raise ProtocolError("link key: need at least 16 bytes")
+        self.key = bytes(self.key)
+
+
+def _fields_bytes(values: list[int]) -> bytes:
+    return np.asarray(values, dtype="<i8").tobytes()
+
+
+def _body_mac(key: bytes, fields: bytes, body: torch.Tensor) -> bytes:
+    m = hmac.new(key, b"edgesplit/body|", hashlib.sha256)
+    m.update(fields)
+    m.update(body.numpy().data)
+    return m.digest()
+
+
+def _header_mac(key: bytes, fields: bytes, body_mac: bytes) -> bytes:
+    return hmac.new(key, b"edgesplit/header|" + fields + body_mac, hashlib.sha256).digest()
+
+
+def _words(mac: bytes) -> list[int]:
+    return [int(v) for v in np.frombuffer(mac, dtype="<i8")]
+
+
+def _mac_bytes(words: list[int]) -> bytes:
+    return np.asarray(words, dtype="<i8").tobytes()
+
+
+def encode(msg: Message, run_id: int, sender: int, receiver: int, link: LinkAuth) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame ``msg`` from ``sender`` to ``receiver`` for run ``run_id`` as ``(header int64[HEADER_LEN],
+    body uint8[n])``, authenticated with ``link``'s key and numbered with its next counter."""
     entries = []
     chunks: list[torch.Tensor] = []
     offset = 0
@@ -158,10 +205,13 @@ def encode(msg: Message, run_id: int, sender: int) -> tuple[torch.Tensor, torch.
     body = torch.cat([meta_t] + chunks) if chunks else meta_t
     if body.numel() > MAX_BODY_BYTES:
         raise ProtocolError(f"message {msg.type.name}: body of {body.numel()} bytes exceeds {MAX_BODY_BYTES}")
-    crc = zlib.crc32(body.numpy().data) & 0xFFFFFFFF
-    values = [MAGIC & _MASK63, VERSION, int(run_id), int(msg.type), int(sender), int(msg.round),
-              int(msg.seq), meta_len, offset, crc, 0]
-    header = torch.tensor(values + [_header_sum(values)], dtype=torch.int64)
+    values = [MAGIC & _MASK63, VERSION, int(run_id), int(msg.type), int(sender), int(receiver), int(msg.round),
+              int(msg.seq), link.sent, meta_len, offset]
+    fields = _fields_bytes(values)
+    bmac = _body_mac(link.key, fields, body)
+    hmac_ = _header_mac(link.key, fields, bmac)
+    header = torch.tensor(values + _words(bmac) + _words(hmac_), dtype=torch.int64)
+    link.sent += 1
     msg.nbytes = HEADER_LEN * 8 + int(body.numel())
     msg.sender = sender
     return header, body
@@ -175,9 +225,11 @@ class Header:
     sender: int
     round: int
     seq: int
+    counter: int
     meta_len: int
     payload_len: int
-    crc32: int
+    fields: bytes
+    body_mac: bytes
 
     @property
     def body_len(self) -> int:
@@ -185,8 +237,9 @@ class Header:
         return self.meta_len + self.payload_len
 
 
-def decode_header(header: torch.Tensor, run_id: int, src: int) -> Header:
-    """Check a received header (from rank ``src``) and return its fields; raises if malformed."""
+def decode_header(header: torch.Tensor, run_id: int, src: int, me: int, link: LinkAuth) -> Header:
+    """Check a header received by rank ``me`` from rank ``src`` on ``link`` and return its fields;
+    raises :class:`ProtocolError` if it is malformed, forged, replayed or out of order."""
     if header.dtype != torch.int64 or header.numel() != HEADER_LEN:
         raise ProtocolError(f"malformed message from rank {src}: header must be {HEADER_LEN} int64 values")
     v = [int(x) for x in header.tolist()]
@@ -195,8 +248,6 @@ def decode_header(header: torch.Tensor, run_id: int, src: int) -> Header:
             f"malformed message from rank {src}: bad magic number 0x{v[0] & 0xFFFFFFFFFFFFFFFF:016x} "
             "(not an edgesplit cluster peer?)"
         )
-    if v[11] != _header_sum(v[:11]):
-        raise ProtocolError(f"malformed message from rank {src}: header checksum mismatch")
     if v[1] != VERSION:
         raise RunMismatchError(
             f"rank {src} speaks protocol version {v[1]}, this process version {VERSION}: "
@@ -207,30 +258,46 @@ def decode_header(header: torch.Tensor, run_id: int, src: int) -> Header:
             f"message from rank {src} belongs to run {v[2]:#x}, this is run {run_id:#x} "
             "(a peer from another run?)"
         )
+    fields = _fields_bytes(v[:N_FIELDS])
+    bmac = _mac_bytes(v[N_FIELDS:N_FIELDS + 4])
+    if not hmac.compare_digest(_mac_bytes(v[N_FIELDS + 4:]), _header_mac(link.key, fields, bmac)):
+        raise ProtocolError(
+            f"message from rank {src} fails authentication (bad header HMAC): a peer without this run's "
+            "secret, or the message was altered on the way"
+        )
+    if v[4] != src:
+        raise ProtocolError(f"malformed message from rank {src}: header claims sender rank {v[4]}")
+    if v[5] != me:
+        raise ProtocolError(f"message from rank {src} is addressed to rank {v[5]}, not this rank {me} (reflected?)")
+    if v[8] != link.received:
+        raise ProtocolError(
+            f"message from rank {src} is out of sequence (counter {v[8]}, expected {link.received}): "
+            "a replayed, lost or reordered message"
+        )
     try:
         mtype = MessageType(v[3])
     except ValueError:
         raise ProtocolError(f"malformed message from rank {src}: unknown message type {v[3]}") from None
-    if v[4] != src:
-        raise ProtocolError(f"malformed message from rank {src}: header claims sender rank {v[4]}")
-    meta_len, payload_len = v[7], v[8]
+    meta_len, payload_len = v[9], v[10]
     if meta_len <= 0 or meta_len % _ALIGN or payload_len < 0 or payload_len % _ALIGN \
             or meta_len + payload_len > MAX_BODY_BYTES:
         raise ProtocolError(
             f"malformed message from rank {src}: bad body lengths (meta {meta_len}, payload {payload_len})"
         )
-    if v[5] < 0 or v[6] < 0:
+    if v[6] < 0 or v[7] < 0:
         raise ProtocolError(f"malformed message from rank {src}: negative round or sequence number")
-    return Header(mtype, v[4], v[5], v[6], meta_len, payload_len, v[9])
+    return Header(mtype, v[4], v[6], v[7], v[8], meta_len, payload_len, fields, bmac)
 
 
-def decode_body(h: Header, body: torch.Tensor, src: int) -> Message:
-    """Check and unpack a body received after header ``h``; tensors are fresh copies."""
+def decode_body(h: Header, body: torch.Tensor, src: int, link: LinkAuth) -> Message:
+    """Check and unpack a body received after header ``h``; tensors are fresh copies. Counts the
+    message on ``link`` once it passed every check."""
     where = f"malformed {h.type.name} message from rank {src}"
     if body.dtype != torch.uint8 or body.numel() != h.body_len:
         raise ProtocolError(f"{where}: body has {body.numel()} bytes, header says {h.body_len}")
-    if zlib.crc32(body.numpy().data) & 0xFFFFFFFF != h.crc32:
-        raise ProtocolError(f"{where}: body checksum (CRC-32) mismatch")
+    if not hmac.compare_digest(_body_mac(link.key, h.fields, body), h.body_mac):
+        raise ProtocolError(f"{h.type.name} message from rank {src} fails authentication (bad body HMAC): "
+                            "the body was altered on the way")
     raw_meta = bytes(body[: h.meta_len].numpy().tobytes()).rstrip(b"\x00")
     try:
         meta = json.loads(raw_meta.decode("utf-8"))
@@ -264,13 +331,14 @@ def decode_body(h: Header, body: torch.Tensor, src: int) -> Message:
         else:
             t = chunk.view(dtype) if n else torch.empty(0, dtype=dtype)
         tensors[str(name)] = t.reshape(shape)
+    link.received += 1
     return Message(type=h.type, round=h.round, seq=h.seq, info=meta["info"], tensors=tensors,
                    sender=src, nbytes=HEADER_LEN * 8 + h.body_len)
 
 
-def decode(header: torch.Tensor, body: torch.Tensor, run_id: int, src: int) -> Message:
-    """Check and unpack a whole message (header and body) received from rank ``src``."""
-    return decode_body(decode_header(header, run_id, src), body, src)
+def decode(header: torch.Tensor, body: torch.Tensor, run_id: int, src: int, me: int, link: LinkAuth) -> Message:
+    """Check and unpack a whole message (header and body) received by rank ``me`` from rank ``src``."""
+    return decode_body(decode_header(header, run_id, src, me, link), body, src, link)
 
 
 def expect(msg: Message, *types: MessageType, round: int | None = None) -> Message:
