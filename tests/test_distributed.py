@@ -772,3 +772,33 @@ def test_cli_port_in_use_is_one_line_exit_2(tmp_path, capsys, monkeypatch) -> No
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
     assert len(err) == 1 and f"MASTER_PORT: port {port} on 127.0.0.1 is already in use" in err[0], err
+
+
+def test_choose_compute_device() -> None:
+    """--device: cpu; cuda needs every rank to have CUDA (one error naming the first without);
+    auto uses CUDA only when the server and every device have it."""
+    from edgesplit.distributed.common import choose_compute
+
+    all_gpu = {1: {"cuda": True}, 2: {"cuda": True}}
+    one_cpu = {1: {"cuda": True}, 2: {"cuda": False, "host": "pi"}}
+    assert choose_compute("cpu", True, all_gpu).type == "cpu"
+    assert choose_compute("auto", True, all_gpu).type == "cuda"
+    assert choose_compute("auto", True, one_cpu).type == "cpu"
+    assert choose_compute("auto", False, all_gpu).type == "cpu"
+    assert choose_compute("cuda", True, all_gpu).type == "cuda"
+    with pytest.raises(EdgeSplitError, match=r"--device cuda: device rank 2 \(host pi\) has no CUDA device"):
+        choose_compute("cuda", True, one_cpu)
+    with pytest.raises(EdgeSplitError, match="the server"):
+        choose_compute("cuda", False, all_gpu)
+    with pytest.raises(EdgeSplitError, match="--device: must be one of"):
+        choose_compute("tpu", True, all_gpu)
+    with pytest.raises(EdgeSplitError, match="device: must be one of"):
+        _cfg(device="gpu")
+
+
+def test_emulator_waits_for_the_accelerator_before_timing() -> None:
+    calls: list[float] = []
+    emu = ComputeEmulator(1.0, "wall", sync=lambda: calls.append(time.perf_counter()))
+    with emu.compute():
+        pass
+    assert len(calls) == 1 and emu.blocks == 1

@@ -243,3 +243,33 @@ def test_a_device_without_the_run_secret_is_refused_on_both_sides(capfd: pytest.
     assert len(server_lines) == 1 and "a peer claiming rank 2" in server_lines[0], err
     assert len(device_lines) == 1 and "does not authenticate with this device's secret" in device_lines[0], err
     assert children_of_this_process() == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cluster_on_cuda_matches_the_engine() -> None:
+    """--device cuda: every rank computes on the GPU; messages still cross gloo, authenticated. One
+    round equals the single-process engine (to GPU float tolerance)."""
+    rid = new_run_id()
+    cfg = tiny_config(rid, 1)
+    cfg.device = "cuda"
+    launch = launch_local(cfg, timeout_s=RUN_TIMEOUT_S, start="spawn")
+    res = launch.result
+    assert res["rounds"] == [1] and res["dropped"] == []
+    assert_nothing_left(rid)
+
+
+def test_cluster_device_cuda_without_a_gpu_is_one_clear_error(capfd: pytest.CaptureFixture[str]) -> None:
+    """--device cuda where a rank has no CUDA device: the run stops at set-up naming the rank."""
+    if torch.cuda.is_available():
+        pytest.skip("this host has a CUDA device")
+    from edgesplit.distributed.launcher import ClusterError
+
+    rid = new_run_id()
+    cfg = tiny_config(rid, 1)
+    cfg.devices = cfg.devices[:1]
+    cfg.device = "cuda"
+    with pytest.raises(ClusterError, match="--device cuda: the server \\(rank 0\\) has no CUDA device"):
+        launch_local(cfg, timeout_s=RUN_TIMEOUT_S, start="fork")
+    err = capfd.readouterr().err
+    assert "[device 1] error: rank 0 reported an error: --device cuda" in err, err
+    assert children_of_this_process() == []

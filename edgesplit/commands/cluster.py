@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--burst-bytes", type=float, default=1500.0, help="token bucket depth (one MTU by default)")
     e.add_argument("--no-rate-limit", action="store_true",
                    help="do not emulate the link shares (real links, or links shaped with tc; see docs/distributed.md)")
+    e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                   help="where every rank computes: cpu; cuda (every rank needs a CUDA device); auto (CUDA if the "
+                   "server and every device have one, else CPU). Messages always cross gloo, authenticated")
     e.add_argument("--host-profile", metavar="FILE.csv", help="use this profile of the model on this host "
                    "instead of calibrating now")
     e.add_argument("--checkpoint-dir", metavar="DIR", help="checkpoint the global model here every round")
@@ -186,6 +189,7 @@ def build_config(args: argparse.Namespace, n_from_env: int | None = None) -> tup
             cfg.run_id, cfg.rounds, cfg.resume, cfg.faults = run_id, args.rounds, True, faults
             cfg.checkpoint_dir = str(args.checkpoint_dir)
             cfg.timeout_s = float(args.timeout)
+            cfg.device = args.device
             if args.data_dir:
                 cfg.data_dir = args.data_dir
             cfg.validate()
@@ -236,6 +240,8 @@ def build_config(args: argparse.Namespace, n_from_env: int | None = None) -> tup
         rate_limit=not args.no_rate_limit,
         checkpoint_dir=args.checkpoint_dir, resume=args.resume, faults=faults,
         meta={"calibration": calib, "notes": notes, "settings": settings})
+    cfg.device = args.device
+    cfg.validate()
     return cfg, notes
 
 
@@ -254,6 +260,7 @@ def summary(cfg: Any, result: dict) -> dict:
         "server_speed": cfg.server_speed,
         "emulation_clock": cfg.clock,
         "rate_limit": cfg.rate_limit,
+        "device": cfg.device,
         "calibration": cfg.meta.get("calibration"),
         "notes": cfg.meta.get("notes", []),
     }

@@ -179,3 +179,23 @@ def prewarm(cfg: RunConfig, data_dir: str | None = None) -> None:
         pass  # each device reports a missing dataset itself, naming where it looked
 
 
+COMPUTE_CHOICES = ("cpu", "cuda", "auto")
+
+
+def choose_compute(requested: str, server_cuda: bool, hellos: dict[int, dict]) -> torch.device:
+    """Where every rank computes: ``cpu``; ``cuda`` (every rank must have a CUDA device, else one
+    error naming the first rank without); ``auto`` (CUDA only if the server and every device have
+    one, else CPU). ``hellos`` are the devices' HELLO infos (``cuda``: bool)."""
+    if requested not in COMPUTE_CHOICES:
+        raise EdgeSplitError(f"--device: must be one of {', '.join(COMPUTE_CHOICES)}, got {requested!r}")
+    if requested == "cpu":
+        return torch.device("cpu")
+    missing = [f"device rank {r} (host {info.get('host', '?')})" for r, info in sorted(hellos.items())
+               if not info.get("cuda")]
+    if not server_cuda:
+        missing.insert(0, "the server (rank 0)")
+    if requested == "cuda" and missing:
+        raise EdgeSplitError(f"--device cuda: {missing[0]} has no CUDA device; use --device auto to fall back to "
+                             "the CPU where a rank has none")
+    return torch.device("cuda" if not missing else "cpu")
+

@@ -95,6 +95,7 @@ class RunConfig:
     clock: str = "cpu"
     burst_bytes: float = 1500.0
     rate_limit: bool = True  # False: links are not emulated (real network, or shaped with tc)
+    device: str = "cpu"  # where ranks compute: cpu, cuda (every rank), auto (cuda if every rank has it)
     checkpoint_dir: str | None = None
     resume: bool = False
     faults: list[Fault] = field(default_factory=list)
@@ -139,6 +140,8 @@ class RunConfig:
             v = getattr(self, key)
             if not (v > 0 and math.isfinite(v)):
                 raise EdgeSplitError(f"{key}: must be a finite number > 0, got {v!r}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise EdgeSplitError(f"device: must be one of cpu, cuda, auto, got {self.device!r}")
         if self.clock == "profile" and (len(self.profile_fwd_s) != self.n_layers
                                         or len(self.profile_bwd_s) != self.n_layers):
             raise EdgeSplitError(f"profile_fwd_s/profile_bwd_s: the profile clock needs {self.n_layers} values each")

@@ -56,6 +56,7 @@ class ClusterDevice:
         self.data_dir_override = data_dir
         self.log = log or stderr_log(f"device {transport.rank}")
         self.timeout = 120.0
+        self.compute = torch.device("cpu")  # set by CONFIG (--device)
 
     # -- link
 
@@ -79,8 +80,9 @@ class ClusterDevice:
         idx = split_indices(train.y, counts, info.get("non_iid_alpha"), seed=int(info["seed"]))[self.rank - 1]
         shard = train.subset(idx)
         x, y = shard.tensors()
-        self.x = normalize(x, shard.mean, shard.std) if x.dtype == torch.uint8 else x.float()
-        self.y = y.long()
+        x = normalize(x, shard.mean, shard.std) if x.dtype == torch.uint8 else x.float()
+        self.x = x.to(self.compute)
+        self.y = y.long().to(self.compute)
         self.stream = DeviceStream(len(self.y), [int(info["seed"]), self.rank - 1])
         # a resumed run continues each device's data order where the completed rounds left it
         k = math.ceil(len(self.y) / self.batch_size)
@@ -90,7 +92,9 @@ class ClusterDevice:
     def _setup(self) -> None:
         self.bucket = TokenBucket(float("inf"))  # set-up messages are not timed
         trace("device: connected")
+        cuda = torch.cuda.is_available()
         self._send(Message(MessageType.HELLO, SETUP_ROUND, 0, {
+            "cuda": cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None,
             "pid": os.getpid(), "host": socket.gethostname(), "torch": torch.__version__}))
         cfg = expect(self._recv(), MessageType.CONFIG)
         trace("device: CONFIG received")
@@ -112,7 +116,8 @@ class ClusterDevice:
         load_units(model, states)
         trace("device: weights loaded")
         self._layout = unit_layout(model, range(1, d.cut + 1))
-        self.client = client_segment(model, d.cut)
+        self.compute = torch.device(str(info.get("compute", "cpu")))
+        self.client = client_segment(model, d.cut).to(self.compute)
         self.client.train()
         self.opt = make_optimizer(self.client, float(info["lr"]), float(info["momentum"]))
         trace("device: model built")
@@ -120,7 +125,7 @@ class ClusterDevice:
         trace("device: data loaded")
         self._warm_up()
         trace("device: warmed up")
-        self.emu = ComputeEmulator(d.speed, str(info["clock"]))
+        self.emu = ComputeEmulator(d.speed, str(info["clock"]), sync=self._sync)
         fwd = [float(v) for v in info.get("profile_fwd_s") or []]
         bwd = [float(v) for v in info.get("profile_bwd_s") or []]
         c = d.cut
@@ -134,6 +139,11 @@ class ClusterDevice:
         self.tr.send(0, ready, self.timeout)
         if d.cut < self.L:
             expect(self.tr.recv(0, self.timeout), MessageType.GRADIENT)
+
+    def _sync(self) -> None:
+        """Wait for queued GPU work, so that a compute block's times are real (no-op on CPU)."""
+        if self.compute.type == "cuda":
+            torch.cuda.synchronize(self.compute)
 
     def _warm_up(self) -> None:
         """Untimed passes on a copy: first-call costs (allocations, kernel selection) are not the device's speed."""
@@ -200,7 +210,7 @@ class ClusterDevice:
             losses.append(float(g.info.get("loss", math.nan)))
             if h.requires_grad:
                 with self.emu.compute(bwd_s):
-                    h.backward(g.tensors["g"])
+                    h.backward(g.tensors["g"].to(self.compute))
             if self.opt is not None:
                 self.opt.step()
         states = self.client.unit_states()

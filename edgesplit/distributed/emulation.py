@@ -31,7 +31,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from edgesplit.errors import EdgeSplitError
 
@@ -50,6 +50,7 @@ class ComputeEmulator:
     waited_s: float = 0.0  # emulation waits
     late_s: float = 0.0  # how far compute overran its target (could not be emulated)
     blocks: int = 0
+    sync: Callable[[], None] | None = None  # waits for queued accelerator work (a GPU computes asynchronously)
 
     def __post_init__(self) -> None:
         if not (self.speed > 0) or math.isinf(self.speed) or math.isnan(self.speed):
@@ -68,6 +69,8 @@ class ComputeEmulator:
         try:
             yield
         finally:
+            if self.sync is not None:
+                self.sync()
             w1 = time.perf_counter()
             c1 = time.thread_time()
             if self.clock == "profile":

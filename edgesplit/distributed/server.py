@@ -42,6 +42,7 @@ from edgesplit.distributed.common import (
     SETUP_ROUND,
     Log,
     UnitLayout,
+    choose_compute,
     make_optimizer,
     model_units,
     stderr_log,
@@ -95,11 +96,18 @@ class ClusterServer:
         self.cfg = cfg
         self.tr = transport
         self.log = log or stderr_log("server")
-        self.peers = {d.rank: _Peer(d, ComputeEmulator(cfg.server_speed, cfg.clock)) for d in cfg.devices}
+        self.compute = torch.device("cpu")  # where the server computes (chosen at set-up, --device)
+        self.peers = {d.rank: _Peer(d, ComputeEmulator(cfg.server_speed, cfg.clock, sync=self._sync))
+                      for d in cfg.devices}
         self.dropped: list[dict] = []
         self.records: list[dict] = []
         self._lock = threading.Lock()
         self.layout: UnitLayout = {}
+
+    def _sync(self) -> None:
+        """Wait for queued GPU work, so that a compute block's times are real (no-op on CPU)."""
+        if self.compute.type == "cuda":
+            torch.cuda.synchronize(self.compute)
 
     def _layout(self, cut: int) -> UnitLayout:
         """What a device with ``cut`` uploads: units 1..cut of the model."""
@@ -174,20 +182,25 @@ class ClusterServer:
         cfg = self.cfg
         counts = [d.samples for d in cfg.devices]
 
-        def setup(rank: int) -> None:
+        def hello(rank: int) -> None:
+            try:
+                msg = expect(self._recv(rank, cfg.rendezvous_timeout_s), MessageType.HELLO)
+                trace(f"server: HELLO from {rank}")
+                self.peers[rank].info = dict(msg.info)
+            except (PeerLost, ProtocolError) as exc:
+                self._drop(rank, SETUP_ROUND, "set-up", exc, None)
+
+        def configure(rank: int) -> None:
             peer = self.peers[rank]
             d = peer.spec
             try:
-                hello = expect(self._recv(rank, cfg.rendezvous_timeout_s), MessageType.HELLO)
-                trace(f"server: HELLO from {rank}")
-                peer.info = dict(hello.info)
                 faults = [f.__dict__ for f in cfg.faults if f.rank == rank]
                 info = {
                     "device": d.__dict__, "model": cfg.model, "dataset": cfg.dataset, "data_dir": cfg.data_dir,
                     "seed": cfg.seed, "lr": cfg.lr, "momentum": cfg.momentum, "batch_size": cfg.batch_size,
                     "n_layers": cfg.n_layers, "counts": counts, "non_iid_alpha": cfg.non_iid_alpha,
                     "clock": cfg.clock, "burst_bytes": cfg.burst_bytes, "rate_limit": cfg.rate_limit,
-                    "device_timeout_s": cfg.device_timeout_s,
+                    "device_timeout_s": cfg.device_timeout_s, "compute": self.compute.type,
                     "timeout_s": cfg.timeout_s, "start_round": start_round, "faults": faults,
                     "profile_fwd_s": cfg.profile_fwd_s, "profile_bwd_s": cfg.profile_bwd_s,
                 }
@@ -195,20 +208,41 @@ class ClusterServer:
                 self._send(rank, Message(MessageType.CONFIG, SETUP_ROUND, 0, info, weights),
                            cfg.rendezvous_timeout_s)
                 trace(f"server: CONFIG sent to {rank}")
-                ready = expect(self._recv(rank, cfg.rendezvous_timeout_s), MessageType.READY)
-                trace(f"server: READY from {rank}")
-                peer.info.update(ready.info)
-                if "h" in ready.tensors:  # one untimed exchange of real-sized messages warms the link
-                    self._send(rank, Message(MessageType.GRADIENT, SETUP_ROUND, 0, {},
-                                             {"g": torch.zeros_like(ready.tensors["h"])}), cfg.rendezvous_timeout_s)
             except (PeerLost, ProtocolError) as exc:
                 self._drop(rank, SETUP_ROUND, "set-up", exc, None)
 
+        def ready(rank: int) -> None:
+            peer = self.peers[rank]
+            try:
+                msg = expect(self._recv(rank, cfg.rendezvous_timeout_s), MessageType.READY)
+                trace(f"server: READY from {rank}")
+                peer.info.update(msg.info)
+                if "h" in msg.tensors:  # one untimed exchange of real-sized messages warms the link
+                    self._send(rank, Message(MessageType.GRADIENT, SETUP_ROUND, 0, {},
+                                             {"g": torch.zeros_like(msg.tensors["h"])}), cfg.rendezvous_timeout_s)
+            except (PeerLost, ProtocolError) as exc:
+                self._drop(rank, SETUP_ROUND, "set-up", exc, None)
+
+        self._parallel(hello, sorted(self.peers))
+        try:
+            self.compute = choose_compute(cfg.device, torch.cuda.is_available(),
+                                          {r: p.info for r, p in self.peers.items() if p.alive})
+        except EdgeSplitError as exc:
+            for rank in self.alive_ranks():  # tell the devices why, so each stops with one line
+                try:
+                    self._send(rank, Message(MessageType.ERROR, SETUP_ROUND, 0, {"error": str(exc)}), 5.0)
+                except (PeerLost, ProtocolError):
+                    pass
+            raise
+        if self.compute.type != "cpu":
+            self.log(f"computing on {self.compute.type} on every rank (--device {cfg.device})")
+        model.to(self.compute)
+        self._parallel(configure, self.alive_ranks())
         # the server's replicas and their warm-up run while the devices load data and warm up
         trace("server: building replicas")
         self._build_replicas(model)
         trace("server: replicas built")
-        self._parallel(setup, sorted(self.peers))
+        self._parallel(ready, self.alive_ranks())
 
     def _build_replicas(self, model: torch.nn.Module) -> None:
         cfg = self.cfg
@@ -222,11 +256,11 @@ class ClusterServer:
             peer.opt = make_optimizer(peer.replica, cfg.lr, cfg.momentum)
             if c not in warm_by_cut:  # one untimed pass per distinct cut: first-call costs are not a device's
                 warm = copy.deepcopy(peer.replica)
-                x = torch.randn(cfg.batch_size, *self._input_shape())
+                x = torch.randn(cfg.batch_size, *self._input_shape(), device=self.compute)
                 with torch.no_grad():
                     h = model.forward_range(x, 0, c)
                 for _ in range(2):
-                    server_step(warm, h, torch.zeros(cfg.batch_size, dtype=torch.long))
+                    server_step(warm, h, torch.zeros(cfg.batch_size, dtype=torch.long, device=self.compute))
                 warm_by_cut[c] = True
 
     def _input_shape(self) -> tuple[int, int, int]:
@@ -264,6 +298,7 @@ class ClusterServer:
                         raise ProtocolError(f"malformed ACTIVATIONS from rank {rank}: need float 'h' and labels 'y'")
                     if peer.opt is not None:
                         peer.opt.zero_grad(set_to_none=True)
+                    h, y = h.to(self.compute), y.to(self.compute)
                     with peer.emu.compute(self._profile_s(d.cut, self.cfg.n_layers, int(h.shape[0]))):
                         loss, _, grad = server_step(peer.replica, h, y.long())
                     if peer.opt is not None:
@@ -305,7 +340,7 @@ class ClusterServer:
             w = float(peer.spec.samples)
             assert st.upload is not None
             for u, sd in st.upload.items():
-                copies[u].append((sd, w))
+                copies[u].append(({k: v.to(self.compute) for k, v in sd.items()}, w))
             if peer.replica is not None:
                 for u, sd in peer.replica.unit_states().items():
                     copies[u].append((sd, w))
