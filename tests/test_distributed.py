@@ -678,7 +678,7 @@ def test_weights_of_units_without_state_roundtrip_and_are_checked() -> None:
 def _cluster_args(*extra: str):
     from edgesplit.cli import build_parser
 
-    parser, _ = build_parser()
+    parser, _ = build_parser(only="cluster")
     return parser.parse_args(["cluster", *extra])
 
 
