@@ -802,3 +802,23 @@ def test_emulator_waits_for_the_accelerator_before_timing() -> None:
     with emu.compute():
         pass
     assert len(calls) == 1 and emu.blocks == 1
+
+
+def test_own_per_layer_profile_replaces_the_speed() -> None:
+    """Issue 12: a device with its own per-layer profile is emulated from it, layer by layer."""
+    emu = ComputeEmulator(0.5, "profile")
+    with emu.compute(0.001, own_s=0.004):  # the host takes 1 ms, this hardware 4 ms for these layers
+        pass
+    assert emu.target_s == pytest.approx(0.004) and emu.measured_s == pytest.approx(0.001)
+    assert emu.waited_s > 0.002
+    wall = ComputeEmulator(0.5, "wall")
+    with wall.compute(0.002, own_s=0.006):  # x3 of whatever it really took
+        time.sleep(0.003)
+    assert wall.target_s == pytest.approx(3 * wall.wall_s, rel=1e-6)
+    with pytest.raises(EdgeSplitError, match="needs the host profile"):
+        with wall.compute(None, own_s=0.1):
+            pass
+    with pytest.raises(EdgeSplitError, match=r"devices\[0\].fwd_s/bwd_s: need 5"):
+        _cfg(devices=[DeviceSpec(1, "a", 2, 0.5, 1e8, 0.5, 16, 2.0, 1e6, fwd_s=[1.0], bwd_s=[1.0])])
+    with pytest.raises(EdgeSplitError, match="need the host profile"):
+        _cfg(server_fwd_s=[1e-3] * 5, server_bwd_s=[1e-3] * 5)

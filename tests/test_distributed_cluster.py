@@ -273,3 +273,26 @@ def test_cluster_device_cuda_without_a_gpu_is_one_clear_error(capfd: pytest.Capt
     err = capfd.readouterr().err
     assert "[device 1] error: rank 0 reported an error: --device cuda" in err, err
     assert children_of_this_process() == []
+
+
+def test_device_and_server_with_their_own_per_layer_profiles() -> None:
+    """Issue 12: a device (and the server) with their own per-layer profiles are emulated from
+    them layer by layer: the device's compute target is exactly its own times of its units."""
+    own_f, own_b = [4e-3, 1e-3, 2e-3, 5e-4, 1e-4], [8e-3, 2e-3, 4e-3, 1e-3, 2e-4]
+    host_f = [1e-4, 1e-4, 1e-4, 1e-5, 1e-6]
+    dev = DeviceSpec(rank=1, name="own", cut=3, share=1.0, rate_bps=1e9, speed=1.0, samples=16,
+                     predicted_s=0.1, predicted_bytes=1e5, fwd_s=own_f, bwd_s=own_b)
+    rid = new_run_id()
+    cfg = RunConfig(run_id=rid, model="small_cnn", dataset="synthetic_mnist", n_layers=5, batch_size=8, rounds=1,
+                    devices=[dev], server_speed=1.0, clock="profile", timeout_s=30.0, rendezvous_timeout_s=60.0,
+                    profile_fwd_s=host_f, profile_bwd_s=[2 * v for v in host_f],
+                    server_fwd_s=[v / 2 for v in own_f], server_bwd_s=[v / 2 for v in own_b])
+    launch = launch_local(cfg, timeout_s=RUN_TIMEOUT_S, start="fork")
+    assert_pids_gone(launch)
+    dv = launch.result["records"][0]["devices"][0]
+    want = 2 * 8 * (sum(own_f[:3]) + sum(own_b[:3]))  # 2 iterations of 8 samples on units 1..3
+    assert dv["compute_target_s"] == pytest.approx(want, rel=1e-9)
+    assert dv["measured_s"] >= want
+    # the server's replica work for the device is paced to its own (per-device) times of units 4..5
+    assert dv["server_target_s"] == pytest.approx(2 * 8 * (sum(own_f[3:]) + sum(own_b[3:])) / 2, rel=1e-9)
+    assert launch.result["dropped"] == []

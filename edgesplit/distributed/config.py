@@ -49,6 +49,17 @@ class Fault:
         return cls(nums[0], nums[1], nums[2] if len(nums) == 3 else 0, action)
 
 
+def _check_layers(where: str, fwd: list[float] | None, bwd: list[float] | None, n_layers: int) -> None:
+    """An own per-layer profile: both lists or neither, ``n_layers`` finite values >= 0 each."""
+    if fwd is None and bwd is None:
+        return
+    if fwd is None or bwd is None or len(fwd) != n_layers or len(bwd) != n_layers:
+        raise EdgeSplitError(f"{where}: need {n_layers} forward and {n_layers} backward times, got "
+                             f"{None if fwd is None else len(fwd)} and {None if bwd is None else len(bwd)}")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in [*fwd, *bwd]):
+        raise EdgeSplitError(f"{where}: per-layer times must be finite numbers >= 0")
+
+
 @dataclass
 class DeviceSpec:
     """One device rank: its schedule, its emulated speed and link, its data and the prediction."""
@@ -63,6 +74,10 @@ class DeviceSpec:
     predicted_s: float  # cost model T_i for this device
     predicted_bytes: float  # cost model V_i / 8
     predicted_download_s: float = 0.0  # D_i: the averaged weights' download, 8 W(c_i) / (share rate)
+    # the device's own per-layer profile (per-sample seconds on its hardware; DESIGN.md F_i): when
+    # given, compute is emulated layer by layer from it and ``speed`` is only informational
+    fwd_s: list[float] | None = None
+    bwd_s: list[float] | None = None
 
     @property
     def link_bytes_per_s(self) -> float:
@@ -101,6 +116,9 @@ class RunConfig:
     faults: list[Fault] = field(default_factory=list)
     profile_fwd_s: list[float] = field(default_factory=list)  # per sample, per unit (the clock "profile")
     profile_bwd_s: list[float] = field(default_factory=list)
+    # the server's own per-layer profile per device (after a shared server's split), if it has one
+    server_fwd_s: list[float] | None = None
+    server_bwd_s: list[float] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -134,6 +152,8 @@ class RunConfig:
                 raise EdgeSplitError(f"{where}.speed: must be a finite number > 0, got {d.speed!r}")
             if d.samples < 1:
                 raise EdgeSplitError(f"{where}.samples: must be >= 1, got {d.samples}")
+            _check_layers(f"{where}.fwd_s/bwd_s", d.fwd_s, d.bwd_s, self.n_layers)
+        _check_layers("server_fwd_s/server_bwd_s", self.server_fwd_s, self.server_bwd_s, self.n_layers)
         if not (self.server_speed > 0 and math.isfinite(self.server_speed)):
             raise EdgeSplitError(f"server_speed: must be a finite number > 0, got {self.server_speed!r}")
         for key in ("timeout_s", "device_timeout_s", "rendezvous_timeout_s"):
@@ -142,6 +162,10 @@ class RunConfig:
                 raise EdgeSplitError(f"{key}: must be a finite number > 0, got {v!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise EdgeSplitError(f"device: must be one of cpu, cuda, auto, got {self.device!r}")
+        own = self.server_fwd_s is not None or any(d.fwd_s is not None for d in self.devices)
+        if own and (len(self.profile_fwd_s) != self.n_layers or len(self.profile_bwd_s) != self.n_layers):
+            raise EdgeSplitError(f"profile_fwd_s/profile_bwd_s: own per-layer profiles need the host profile "
+                                 f"({self.n_layers} values each)")
         if self.clock == "profile" and (len(self.profile_fwd_s) != self.n_layers
                                         or len(self.profile_bwd_s) != self.n_layers):
             raise EdgeSplitError(f"profile_fwd_s/profile_bwd_s: the profile clock needs {self.n_layers} values each")

@@ -131,6 +131,9 @@ class ClusterDevice:
         c = d.cut
         self._fwd_per_sample = sum(fwd[:c]) if fwd else None
         self._bwd_per_sample = sum(bwd[:c]) if bwd else None
+        # the device's own per-layer profile, if it has one: emulated layer by layer (not by speed)
+        self._own_fwd = sum(d.fwd_s[:c]) if d.fwd_s is not None else None
+        self._own_bwd = sum(d.bwd_s[:c]) if d.bwd_s is not None else None
         rate = d.link_bytes_per_s if info.get("rate_limit", True) else float("inf")
         self.bucket = TokenBucket(rate, float(info["burst_bytes"]))
         ready = Message(MessageType.READY, SETUP_ROUND, 0, {"samples": len(self.y)})
@@ -191,8 +194,11 @@ class ClusterDevice:
             nb = int(y.shape[0])
             fwd_s = None if self._fwd_per_sample is None else nb * self._fwd_per_sample
             bwd_s = None if self._bwd_per_sample is None else nb * self._bwd_per_sample
+            own_f = None if self._own_fwd is None else nb * self._own_fwd
+            own_b = None if self._own_bwd is None else nb * self._own_bwd
             if self.spec.cut >= self.L:
-                with self.emu.compute(None if fwd_s is None else fwd_s + bwd_s):
+                with self.emu.compute(None if fwd_s is None else fwd_s + bwd_s,
+                                      None if own_f is None else own_f + own_b):
                     loss = F.cross_entropy(self.client(x), y)
                     loss.backward()
                 if self.opt is not None:
@@ -201,7 +207,7 @@ class ClusterDevice:
                 losses.append(lv)
                 self._send(Message(MessageType.PROGRESS, r, k, {"loss": lv}))
                 continue
-            with self.emu.compute(fwd_s):
+            with self.emu.compute(fwd_s, own_f):
                 h = self.client(x)
             self._send(Message(MessageType.ACTIVATIONS, r, k, {}, {"h": h.detach(), "y": y}))
             g = expect(self._recv(), MessageType.GRADIENT, round=r)
@@ -209,7 +215,7 @@ class ClusterDevice:
                 raise ProtocolError(f"malformed GRADIENT for iteration {k} (seq {g.seq}) from the server")
             losses.append(float(g.info.get("loss", math.nan)))
             if h.requires_grad:
-                with self.emu.compute(bwd_s):
+                with self.emu.compute(bwd_s, own_b):
                     h.backward(g.tensors["g"].to(self.compute))
             if self.opt is not None:
                 self.opt.step()
@@ -231,7 +237,7 @@ class ClusterDevice:
             "barrier_wait_s": t_arrived - t_up,
             "download_s": t_done - t_arrived,
             "compute_cpu_s": self.emu.cpu_s,
-            "compute_target_s": self.emu.measured_s / self.emu.speed,
+            "compute_target_s": self.emu.target_s,
             "compute_wall_s": self.emu.wall_s,
             "emulated_wait_s": self.emu.waited_s,
             "late_s": self.emu.late_s,

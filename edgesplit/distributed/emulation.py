@@ -45,6 +45,7 @@ class ComputeEmulator:
     speed: float
     clock: str = "cpu"
     measured_s: float = 0.0  # host compute by the chosen clock (the profile's seconds for "profile")
+    target_s: float = 0.0  # what the compute was stretched to (measured / speed, or the own profile's)
     cpu_s: float = 0.0  # CPU time of the compute (always recorded)
     wall_s: float = 0.0  # wall time of the compute itself
     waited_s: float = 0.0  # emulation waits
@@ -59,9 +60,18 @@ class ComputeEmulator:
             raise EdgeSplitError(f"emulation clock: must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
 
     @contextmanager
-    def compute(self, profile_s: float | None = None) -> Iterator[None]:
+    def compute(self, profile_s: float | None = None, own_s: float | None = None) -> Iterator[None]:
         """Run the block, then wait until ``measured / speed`` seconds have passed since it began
-        (``profile_s / speed`` with the ``profile`` clock, which needs ``profile_s``)."""
+        (``profile_s / speed`` with the ``profile`` clock, which needs ``profile_s``).
+
+        ``own_s``: the block's time on the emulated hardware from its own per-layer profile (a
+        device class measured layer by layer). It replaces the one ``speed``: the target is
+        ``own_s`` with the ``profile`` clock and ``measured * own_s / profile_s`` with the others
+        (this host's measured time, stretched by the hardware's own ratio for exactly these layers)."""
+        if own_s is not None and not (own_s >= 0 and math.isfinite(own_s)):
+            raise EdgeSplitError(f"emulation: own_s must be a finite number >= 0, got {own_s!r}")
+        if own_s is not None and self.clock != "profile" and not profile_s:
+            raise EdgeSplitError("emulation: an own per-layer time needs the host profile's time of the block")
         if self.clock == "profile" and profile_s is None:
             raise EdgeSplitError("emulation: the profile clock needs the block's profiled seconds")
         w0 = time.perf_counter()
@@ -74,10 +84,16 @@ class ComputeEmulator:
             w1 = time.perf_counter()
             c1 = time.thread_time()
             if self.clock == "profile":
-                measured = float(profile_s)  # type: ignore[arg-type]
+                measured = float(profile_s) if profile_s is not None else float(own_s)  # type: ignore[arg-type]
             else:
                 measured = (c1 - c0) if self.clock == "cpu" else (w1 - w0)
-            target = measured / self.speed
+            if own_s is None:
+                target = measured / self.speed
+            elif self.clock == "profile":
+                target = float(own_s)
+            else:
+                target = measured * float(own_s) / float(profile_s)  # type: ignore[arg-type]
+            self.target_s += target
             self.measured_s += measured
             self.cpu_s += c1 - c0
             self.wall_s += w1 - w0
@@ -91,7 +107,7 @@ class ComputeEmulator:
 
     def reset(self) -> None:
         """Zero the running totals (e.g. at the start of a round)."""
-        self.measured_s = self.cpu_s = self.wall_s = self.waited_s = self.late_s = 0.0
+        self.measured_s = self.target_s = self.cpu_s = self.wall_s = self.waited_s = self.late_s = 0.0
         self.blocks = 0
 
 

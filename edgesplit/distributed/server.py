@@ -276,6 +276,13 @@ class ClusterServer:
             return None
         return batch * float(sum(cfg.profile_fwd_s[start:end]) + sum(cfg.profile_bwd_s[start:end]))
 
+    def _own_s(self, start: int, end: int, batch: int) -> float | None:
+        """The server's own profile's seconds (per device) of units ``start+1..end``, if it has one."""
+        cfg = self.cfg
+        if cfg.server_fwd_s is None or cfg.server_bwd_s is None:
+            return None
+        return batch * float(sum(cfg.server_fwd_s[start:end]) + sum(cfg.server_bwd_s[start:end]))
+
     # -- one round
 
     def _serve_round(self, rank: int, r: int, st: _RoundState, t0: float) -> None:
@@ -299,7 +306,9 @@ class ClusterServer:
                     if peer.opt is not None:
                         peer.opt.zero_grad(set_to_none=True)
                     h, y = h.to(self.compute), y.to(self.compute)
-                    with peer.emu.compute(self._profile_s(d.cut, self.cfg.n_layers, int(h.shape[0]))):
+                    nb = int(h.shape[0])
+                    with peer.emu.compute(self._profile_s(d.cut, self.cfg.n_layers, nb),
+                                          self._own_s(d.cut, self.cfg.n_layers, nb)):
                         loss, _, grad = server_step(peer.replica, h, y.long())
                     if peer.opt is not None:
                         peer.opt.step()
@@ -397,6 +406,7 @@ class ClusterServer:
                 "server_compute_cpu_s": peer.emu.cpu_s,
                 "server_compute_wall_s": peer.emu.wall_s,
                 "server_late_s": peer.emu.late_s,
+                "server_target_s": peer.emu.target_s,
                 **{k: rep.get(k) for k in _DEVICE_REPORT_KEYS},
             })
         for dv in devices:
