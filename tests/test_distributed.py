@@ -822,3 +822,31 @@ def test_own_per_layer_profile_replaces_the_speed() -> None:
         _cfg(devices=[DeviceSpec(1, "a", 2, 0.5, 1e8, 0.5, 16, 2.0, 1e6, fwd_s=[1.0], bwd_s=[1.0])])
     with pytest.raises(EdgeSplitError, match="need the host profile"):
         _cfg(server_fwd_s=[1e-3] * 5, server_bwd_s=[1e-3] * 5)
+
+
+def test_run_config_carries_own_profiles_that_match_the_cost_model() -> None:
+    """Issue 12: a scenario whose devices and server have their own per-layer profiles gives a run
+    configuration whose emulated compute (per-layer times of the units each side runs) is exactly
+    the cost model's compute A_i(c) for the plan's cuts."""
+    from edgesplit.costmodel import CostModel, iterations_per_round
+
+    prof = _profile()
+    own_a = LayerProfile(prof.names, np.array([9e-4, 1e-4, 3e-4]), np.array([2e-3, 1e-4, 5e-4]),
+                         prof.activation_bytes, prof.param_bytes)
+    own_s = LayerProfile(prof.names, np.array([1e-5, 4e-5, 2e-5]), np.array([2e-5, 9e-5, 3e-5]),
+                         prof.activation_bytes, prof.param_bytes)
+    sc = Scenario(prof, 8, (Device("a", 1.0, 1e9, 1e7, 16, profile=own_a), Device("b", 0.5, 1e9, 5e6, 24)),
+                  Server(1.0, "shared", profile=own_s))
+    plan = planning.make_plan(sc, "exact")
+    cfg = planning.build_run_config(sc, plan, model="m", dataset="synthetic_mnist", rounds=1, run_id=RUN,
+                                    clock="profile")
+    assert cfg.devices[0].fwd_s == pytest.approx(list(own_a.fwd_s)) and cfg.devices[1].fwd_s is None
+    assert cfg.server_fwd_s == pytest.approx(list(own_s.fwd_s * 2))  # shared by 2 devices: half the server each
+    cm = CostModel.from_scenario(sc)
+    k = iterations_per_round(sc)
+    for i, d in enumerate(cfg.devices):
+        c = d.cut
+        dev = (d.fwd_s[:c] + d.bwd_s[:c]) if d.fwd_s is not None else \
+            [v / d.speed for v in cfg.profile_fwd_s[:c] + cfg.profile_bwd_s[:c]]
+        srv = cfg.server_fwd_s[c:] + cfg.server_bwd_s[c:]
+        assert k[i] * sc.batch_size * (sum(dev) + sum(srv)) == pytest.approx(cm.compute_s[i, c - 1], rel=1e-9)

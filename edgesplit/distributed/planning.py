@@ -45,7 +45,7 @@ def calibrate_host(model: str, dataset: str, batch_size: int, seed: int = 0, rep
     """
     import torch
 
-    from edgesplit.distributed.runtime import zoo_dataset
+    from edgesplit.distributed.common import zoo_dataset
     from edgesplit.profiler import profile_model
 
     zds = zoo_dataset(dataset) if dataset not in ("cifar10", "mnist", "fashion_mnist") else dataset
@@ -202,9 +202,12 @@ def build_run_config(scenario: Scenario, plan: Plan, *, model: str, dataset: str
         DeviceSpec(rank=i + 1, name=d.name, cut=int(plan.cuts[i]), share=float(plan.shares[i]),
                    rate_bps=float(d.rate_bps), speed=float(speeds[i]), samples=int(d.samples),
                    predicted_s=float(per[i]), predicted_bytes=float(vbytes[i]),
-                   predicted_download_s=float(down[i]))
+                   predicted_download_s=float(down[i]),
+                   fwd_s=None if d.profile is None else [float(v) for v in d.profile.fwd_s],
+                   bwd_s=None if d.profile is None else [float(v) for v in d.profile.bwd_s])
         for i, d in enumerate(scenario.devices)
     ]
+    sp, share = scenario.server.profile, server_share(scenario)  # the runtime paces per device: / share_S
     device_timeout = max(60.0, 5.0 * round_s + 2.0 * timeout_s)
     meta = dict(meta or {})
     meta.setdefault("scenario", scenario.to_dict())
@@ -218,4 +221,6 @@ def build_run_config(scenario: Scenario, plan: Plan, *, model: str, dataset: str
         checkpoint_dir=checkpoint_dir, resume=resume, faults=list(faults or []),
         profile_fwd_s=[float(v) for v in scenario.profile.fwd_s],
         profile_bwd_s=[float(v) for v in scenario.profile.bwd_s], meta=meta,
+        server_fwd_s=None if sp is None else [float(v) / share for v in sp.fwd_s],
+        server_bwd_s=None if sp is None else [float(v) / share for v in sp.bwd_s],
     )
