@@ -147,6 +147,17 @@ class Scenario:
             self, devices=tuple(replace(d, rate_bps=float(r)) for d, r in zip(self.devices, rates))
         )
 
+    def with_samples(self, samples: Any) -> "Scenario":
+        """A copy whose devices' ``samples`` are ``samples`` (one int per device, each >= 1): the
+        samples processed per round, so that the cost model's ``K_i = ceil(samples_i / b)`` matches
+        the iterations really trained (an iteration budget instead of one local epoch)."""
+        counts = [int(x) for x in np.asarray(samples).reshape(-1)]
+        if len(counts) != self.n_devices:
+            raise ScenarioError(f"samples: expected {self.n_devices} counts (one per device), got {len(counts)}")
+        if min(counts) < 1:
+            raise ScenarioError(f"samples: every count must be >= 1, got {counts}")
+        return replace(self, devices=tuple(replace(d, samples=c) for d, c in zip(self.devices, counts)))
+
     def to_dict(self, inline_layers: bool = True) -> dict[str, Any]:
         """A JSON-serialisable dict that :func:`scenario_from_dict` reads back (own profiles inline)."""
         p = self.profile
