@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import copy
 import math
-import platform
-import statistics
 import time
-import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -36,8 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgesplit.datasets import ArrayDataset, normalize
-from edgesplit.errors import EdgeSplitError, ProfileError
-from edgesplit.profiles import LayerProfile
+from edgesplit.errors import EdgeSplitError
 from edgesplit.zoo import SplitModel
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -71,6 +67,9 @@ class Segment(nn.Module):
         return len(self.units)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        timer = self.__dict__.get("timer")
+        if timer is not None:
+            return timer.forward(self, x)
         for unit in self.units:
             x = unit(x)
         return x
@@ -83,6 +82,123 @@ class Segment(nn.Module):
         """``(global unit index, parameter name, parameter)`` for every trainable parameter."""
         return [(self.start + j + 1, n, p) for j, u in enumerate(self.units)
                 for n, p in u.named_parameters() if p.requires_grad]
+
+
+# ----------------------------------------------------------------------------- per-unit timing
+
+
+def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
+    """``"cpu"``, ``"cuda"`` (``"cuda:1"``...) or ``"auto"`` (CUDA when available) as a torch device.
+
+    Raises :class:`EdgeSplitError` naming ``device`` for an unknown name or CUDA without a GPU."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        text = str(device).strip().lower()
+        if text == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(text)
+        except RuntimeError:
+            raise EdgeSplitError(f"device: expected cpu, cuda or auto, got {device!r}") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise EdgeSplitError(f"device: expected cpu, cuda or auto, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EdgeSplitError(f"device: {device!r} asked for CUDA but torch sees no GPU here "
+                             f"(torch {torch.__version__}); use --device cpu or auto")
+    return dev
+
+
+class UnitTimer:
+    """Host seconds and tensor bytes of every unit, accumulated over real training steps.
+
+    Attached to a :class:`Segment` (``segment.timer = timer``), it times each unit's forward
+    with ``time.perf_counter`` and, through a gradient hook on each unit's output, the moment
+    the backward pass reaches that output: unit ``l``'s backward is the time between the
+    gradient of its output and the gradient of its input being ready (the first unit of a
+    segment ends when ``backward`` returns, see :meth:`end_backward`; the loss's backward is
+    counted with the last unit). Optimiser steps are timed per segment and spread over its
+    units by parameter count (:meth:`add_step`). On CUDA every mark synchronises the device
+    first, so the figures are the kernels' time, not the launch time.
+
+    Arrays (length L, indexed unit - 1), summed since the last :meth:`reset`:
+        ``fwd_s``, ``bwd_s``, ``step_s``: seconds; ``out_bytes``: bytes of each unit's output
+        (per step: the activation a cut after that unit sends, and its gradient's size).
+    """
+
+    def __init__(self, n_layers: int, device: torch.device | None = None) -> None:
+        self.n_layers = int(n_layers)
+        self._cuda = device is not None and torch.device(device).type == "cuda"
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero the sums."""
+        L = self.n_layers
+        self.fwd_s = np.zeros(L)
+        self.bwd_s = np.zeros(L)
+        self.step_s = np.zeros(L)
+        self.out_bytes = np.zeros(L)
+        self._marks: dict[int, float] = {}
+        self._open: list[tuple[int, int]] = []
+
+    def now(self) -> float:
+        """``perf_counter`` (after a CUDA synchronisation on a GPU)."""
+        if self._cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    @property
+    def unit_s(self) -> np.ndarray:
+        """Forward + backward + optimiser seconds per unit."""
+        return self.fwd_s + self.bwd_s + self.step_s
+
+    def forward(self, seg: "Segment", x: torch.Tensor) -> torch.Tensor:
+        """Run ``seg``'s units on ``x``, timing each and hooking its output for the backward."""
+        t = self.now()
+        for j, unit in enumerate(seg.units):
+            g = seg.start + j
+            x = unit(x)
+            t1 = self.now()
+            self.fwd_s[g] += t1 - t
+            self.out_bytes[g] += x.numel() * x.element_size()
+            if x.requires_grad:
+                x.register_hook(self._hook(g))
+            t = t1
+        if len(seg.units):
+            self._open.append((seg.start, seg.end))
+        return x
+
+    def _hook(self, g: int) -> Callable[[torch.Tensor], None]:
+        def hook(grad: torch.Tensor) -> None:
+            self._marks[g] = self.now()
+        return hook
+
+    def begin_backward(self) -> float:
+        """Call just before ``backward``; returns the start mark."""
+        return self.now()
+
+    def end_backward(self, t_begin: float, seg: "Segment") -> None:
+        """Call right after the ``backward`` through ``seg`` returns: turn its gradient marks into
+        per-unit backward seconds."""
+        t_end = self.now()
+        marks = self._marks
+        start, end = seg.start, seg.end
+        if (start, end) in self._open:
+            self._open.remove((start, end))
+        prev = t_begin  # the gradient of the last unit's output is ready after the loss's backward
+        for g in range(end - 1, start - 1, -1):
+            ready_out = marks.pop(g, prev)
+            ready_in = marks.get(g - 1, t_end) if g > start else t_end
+            self.bwd_s[g] += ready_in - (t_begin if g == end - 1 else ready_out)
+            prev = ready_out
+
+    def add_step(self, seg: "Segment", seconds: float) -> None:
+        """Spread ``seconds`` of an optimiser step over ``seg``'s units by parameter count."""
+        counts = np.array([sum(p.numel() for p in u.parameters() if p.requires_grad) for u in seg.units], float)
+        if counts.sum() > 0:
+            self.step_s[seg.start:seg.end] += seconds * counts / counts.sum()
 
 
 def _check_cut(model: SplitModel, cut: int) -> int:
@@ -144,19 +260,35 @@ def client_backward(activation: torch.Tensor, grad: torch.Tensor) -> None:
 
 
 def split_step(client: Segment, server: Segment, x: torch.Tensor, y: torch.Tensor,
-               loss_fn: LossFn = F.cross_entropy) -> StepResult:
+               loss_fn: LossFn = F.cross_entropy, timer: UnitTimer | None = None) -> StepResult:
     """One iteration of split training (no optimiser step): client forward, server forward,
     loss and backward, client backward. With an empty server segment (cut ``L``) the client
-    computes the loss itself."""
+    computes the loss itself. With ``timer`` (attached to both segments) every unit's forward
+    and backward are timed."""
     if len(server) == 0:
         logits = client(x)
         loss = loss_fn(logits, y)
+        t = timer.begin_backward() if timer is not None else 0.0
         loss.backward()
+        if timer is not None:
+            timer.end_backward(t, client)
         return StepResult(loss.detach(), logits.detach(), None, None)
     h = client_forward(client, x)
-    loss, logits, grad = server_step(server, h, y, loss_fn)
+    if timer is None:
+        loss, logits, grad = server_step(server, h, y, loss_fn)
+    else:
+        ha = h.detach().requires_grad_(True)
+        logits = server(ha)
+        loss_t = loss_fn(logits, y)
+        t = timer.begin_backward()
+        loss_t.backward()
+        timer.end_backward(t, server)
+        loss, logits, grad = loss_t.detach(), logits.detach(), ha.grad
     if h.requires_grad:  # a client segment without parameters has nothing to learn
+        t = timer.begin_backward() if timer is not None else 0.0
         client_backward(h, grad)
+        if timer is not None:
+            timer.end_backward(t, client)
     return StepResult(loss, logits, grad, h.detach())
 
 
@@ -200,7 +332,7 @@ def average_units(copies: Mapping[int, Sequence[tuple[Mapping[str, torch.Tensor]
                         acc.add_(sd[k].detach(), alpha=w / total)
                 avg[k] = acc
             else:
-                acc64 = torch.zeros(ref.shape, dtype=torch.float64)
+                acc64 = torch.zeros(ref.shape, dtype=torch.float64, device=ref.device)
                 for (sd, _), w in zip(items, weights):
                     acc64.add_(sd[k].detach().to(torch.float64), alpha=w / total)
                 avg[k] = torch.round(acc64).to(ref.dtype)
@@ -242,8 +374,8 @@ class DeviceStream:
         return idx
 
     def state(self) -> dict[str, Any]:
-        """A picklable snapshot."""
-        return {"n": self.n, "rng": self.rng.bit_generator.state, "perm": self.perm.copy(),
+        """A snapshot of plain values and tensors (loadable with ``torch.load(weights_only=True)``)."""
+        return {"n": self.n, "rng": self.rng.bit_generator.state, "perm": torch.from_numpy(self.perm.astype(np.int64)),
                 "pos": self.pos, "epoch": self.epoch}
 
     def set_state(self, st: Mapping[str, Any]) -> None:
@@ -251,7 +383,8 @@ class DeviceStream:
         if int(st["n"]) != self.n:
             raise EdgeSplitError(f"checkpoint: device stream over {st['n']} samples, data has {self.n}")
         self.rng.bit_generator.state = st["rng"]
-        self.perm = np.asarray(st["perm"]).copy()
+        perm = st["perm"]
+        self.perm = (perm.numpy() if isinstance(perm, torch.Tensor) else np.asarray(perm)).astype(np.int64).copy()
         self.pos = int(st["pos"])
         self.epoch = int(st["epoch"])
 
@@ -262,7 +395,14 @@ class DeviceStream:
 @dataclass
 class RoundStats:
     """What one round did. ``cut_bytes``: activation plus gradient bytes that crossed each
-    device's link (measured); ``wall_s``: host seconds for the whole round."""
+    device's link (measured); ``wall_s``: host seconds for the whole round.
+
+    With ``measure=True`` (:meth:`SplitTrainer.run_round`) also, per device, ``unit_s[i][l-1]``:
+    host seconds of unit ``l``'s forward, backward and optimiser step over the round (wherever it
+    ran: on the device or in its server replica), ``unit_out_bytes[i][l-1]``: bytes of unit
+    ``l``'s outputs over the round (what a cut after ``l`` sends, and the gradient it gets back),
+    and ``param_bytes[l-1]``: bytes of unit ``l``'s parameters (the real tensors exchanged for
+    aggregation). :mod:`edgesplit.training` maps them to device and server time."""
 
     round: int
     cuts: list[int]
@@ -274,6 +414,9 @@ class RoundStats:
     per_device_wall_s: list[float]
     aggregate_wall_s: float
     cut_bytes: list[int] = field(default_factory=list)
+    unit_s: list[list[float]] = field(default_factory=list)
+    unit_out_bytes: list[list[float]] = field(default_factory=list)
+    param_bytes: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -305,7 +448,7 @@ class SplitTrainer:
                  batch_size: int = 32, lr: float = 0.05, momentum: float = 0.0, weight_decay: float = 0.0,
                  seed: int = 0, weights: Sequence[float] | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 loss_fn: LossFn = F.cross_entropy) -> None:
+                 loss_fn: LossFn = F.cross_entropy, device: str | torch.device | None = "cpu") -> None:
         if not isinstance(model, SplitModel):
             raise EdgeSplitError("model: expected a SplitModel (see edgesplit.zoo)")
         if not device_data:
@@ -316,7 +459,8 @@ class SplitTrainer:
             raise EdgeSplitError(f"lr: must be a finite number > 0, got {lr}")
         if not 0 <= momentum < 1:
             raise EdgeSplitError(f"momentum: must lie in [0, 1), got {momentum}")
-        self.model = model
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
         self.data = [_as_tensors(d) for d in device_data]
         if mean is None or std is None:
             first = next((d for d in device_data if isinstance(d, ArrayDataset)), None)
@@ -366,7 +510,8 @@ class SplitTrainer:
         return its
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Inputs as the model sees them (``uint8`` normalised, floats unchanged)."""
+        """Inputs as the model sees them, on the trainer's device (``uint8`` normalised, floats unchanged)."""
+        x = x.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
             if self.mean is None or self.std is None:
                 return x.to(torch.float32).div_(255.0)
@@ -384,7 +529,7 @@ class SplitTrainer:
         x, y = self.data[device]
         for idx in index_batches:
             ti = torch.from_numpy(np.asarray(idx, dtype=np.int64))
-            yield self.transform(x[ti]), y[ti]
+            yield self.transform(x[ti]), y[ti].to(self.device, non_blocking=True)
 
     # -- training
 
@@ -411,12 +556,15 @@ class SplitTrainer:
             if buf is not None:
                 store[(unit, name)] = buf
 
-    def train_device(self, device: int, cut: int, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-                     ) -> tuple[Segment, Segment, dict[str, float]]:
+    def train_device(self, device: int, cut: int, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     timer: UnitTimer | None = None) -> tuple[Segment, Segment, dict[str, float]]:
         """Train device ``device`` with ``cut`` on ``batches`` (already transformed) from the
-        current global model; returns its client segment, its server replica and stats."""
+        current global model; returns its client segment, its server replica and stats. With
+        ``timer`` every unit's forward, backward and optimiser step are timed into it."""
         client = client_segment(self.model, cut)
         server = server_segment(self.model, cut)
+        if timer is not None:
+            client.timer = server.timer = timer
         client.train()
         server.train()
         opt_c = self._optimizer([p for _, _, p in client.named_unit_parameters()])
@@ -431,11 +579,18 @@ class SplitTrainer:
                 opt_c.zero_grad(set_to_none=True)
             if opt_s is not None:
                 opt_s.zero_grad(set_to_none=True)
-            res = split_step(client, server, xb, yb, self.loss_fn)
-            if opt_s is not None:
-                opt_s.step()
-            if opt_c is not None:
-                opt_c.step()
+            res = split_step(client, server, xb, yb, self.loss_fn, timer)
+            if timer is None:
+                if opt_s is not None:
+                    opt_s.step()
+                if opt_c is not None:
+                    opt_c.step()
+            else:
+                for opt, seg in ((opt_s, server), (opt_c, client)):
+                    if opt is not None:
+                        t = timer.now()
+                        opt.step()
+                        timer.add_step(seg, timer.now() - t)
             b = int(yb.shape[0])
             loss_sum += res.loss.double() * b
             correct += (res.logits.argmax(1) == yb).sum()
@@ -445,12 +600,15 @@ class SplitTrainer:
                 cut_bytes += 2 * res.cut_activation.numel() * res.cut_activation.element_size()
         self._save_momentum(device, client, opt_c)
         self._save_momentum(device, server, opt_s)
+        if timer is not None:
+            client.timer = server.timer = None
         stats = {"loss_sum": float(loss_sum), "correct": int(correct), "samples": n,
                  "iterations": iters, "cut_bytes": cut_bytes}
         return client, server, stats
 
     def run_round(self, cuts: Sequence[int], iterations: int | Sequence[int] | None = None,
-                  batches: Sequence[Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None) -> RoundStats:
+                  batches: Sequence[Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+                  measure: bool = False) -> RoundStats:
         """One round: every device trains with its cut (``K_i`` iterations: one local epoch by
         default, or ``iterations``, an int for all or one per device), then every unit is averaged
         over its copies weighted by the devices' sample counts.
@@ -469,15 +627,22 @@ class SplitTrainer:
         else:
             if len(batches) != self.n_devices:
                 raise EdgeSplitError(f"batches: need {self.n_devices} batch lists, got {len(batches)}")
-            dev_batches = [((self.transform(x), torch.as_tensor(y).long()) for x, y in b) for b in batches]
+            dev_batches = [((self.transform(x), torch.as_tensor(y).long().to(self.device)) for x, y in b)
+                           for b in batches]
         L = self.model.n_layers
         copies: dict[int, list[tuple[StateDict, float]]] = {l: [] for l in range(1, L + 1)}
         per_dev_wall, totals = [], {"loss_sum": 0.0, "correct": 0, "samples": 0}
-        its, cut_bytes = [], []
+        its, cut_bytes, unit_s, unit_bytes = [], [], [], []
+        timer = UnitTimer(L, self.device) if measure else None
         for i, (c, b) in enumerate(zip(cuts, dev_batches)):
             t0 = time.perf_counter()
-            client, server, st = self.train_device(i, c, b)
+            if timer is not None:
+                timer.reset()
+            client, server, st = self.train_device(i, c, b, timer)
             per_dev_wall.append(time.perf_counter() - t0)
+            if timer is not None:
+                unit_s.append(timer.unit_s.tolist())
+                unit_bytes.append(timer.out_bytes.tolist())
             for seg in (client, server):
                 for unit, sd in seg.unit_states().items():
                     copies[unit].append((sd, self.weights[i]))
@@ -495,8 +660,14 @@ class SplitTrainer:
             round=self.round, cuts=cuts, iterations=its, samples=int(totals["samples"]),
             train_loss=totals["loss_sum"] / n, train_acc=totals["correct"] / n,
             wall_s=time.perf_counter() - t_round, per_device_wall_s=per_dev_wall,
-            aggregate_wall_s=agg, cut_bytes=cut_bytes,
+            aggregate_wall_s=agg, cut_bytes=cut_bytes, unit_s=unit_s, unit_out_bytes=unit_bytes,
+            param_bytes=self.param_bytes() if measure else [],
         )
+
+    def param_bytes(self) -> list[float]:
+        """Bytes of each unit's trainable parameters (what aggregation exchanges per unit)."""
+        return [float(sum(p.numel() * p.element_size() for p in u.parameters() if p.requires_grad))
+                for u in self.model.units]
 
     # -- evaluation
 
@@ -516,7 +687,7 @@ class SplitTrainer:
         loss_sum, correct, n = 0.0, 0, 0
         try:
             for xb, yb in it:
-                yb = torch.as_tensor(yb).long()
+                yb = torch.as_tensor(yb).long().to(self.device)
                 out = self.model(self.transform(xb))
                 loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
                 correct += int((out.argmax(1) == yb).sum())
@@ -532,8 +703,9 @@ class SplitTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training: model, momentum buffers, batch streams, round."""
         return {
-            "model": copy.deepcopy(self.model.state_dict()),
-            "momentum": [{f"{u}|{n}": t.clone() for (u, n), t in st.items()} for st in self.momentum_state],
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+            "momentum": [{f"{u}|{n}": t.detach().to("cpu", copy=True) for (u, n), t in st.items()}
+                         for st in self.momentum_state],
             "streams": [s.state() for s in self.streams],
             "round": self.round,
             "hyper": {"batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum,
@@ -550,100 +722,8 @@ class SplitTrainer:
             d = {}
             for key, t in st.items():
                 u, n = key.split("|", 1)
-                d[(int(u), n)] = t.clone()
+                d[(int(u), n)] = t.to(self.device, copy=True)
             self.momentum_state.append(d)
         for s, st in zip(self.streams, state["streams"]):
             s.set_state(st)
         self.round = int(state["round"])
-
-
-# ----------------------------------------------------------------------------- profiles
-
-
-def quick_profile(model: SplitModel, input_shape: Sequence[int], batch_size: int = 32, repeats: int = 3,
-                  dataset: str = "") -> LayerProfile:
-    """Measure a rough per-unit profile on this host (median of ``repeats`` after one warm-up):
-    forward and backward seconds per sample, output activation bytes and parameter bytes.
-    A fallback when neither a shipped profile nor :mod:`edgesplit.profiler` is available."""
-    model = copy.deepcopy(model).train()
-    h = torch.randn(batch_size, *input_shape)
-    fwd, bwd, act, par = [], [], [], []
-    for j, unit in enumerate(model.units):
-        ft, bt = [], []
-        out = None
-        for r in range(repeats + 1):
-            inp = h.detach().requires_grad_(j > 0)
-            t0 = time.perf_counter()
-            out = unit(inp)
-            t1 = time.perf_counter()
-            if out.requires_grad:
-                out.backward(torch.ones_like(out))
-            t2 = time.perf_counter()
-            unit.zero_grad(set_to_none=True)
-            if r > 0:
-                ft.append(t1 - t0)
-                bt.append(t2 - t1)
-        assert out is not None
-        fwd.append(statistics.median(ft) / batch_size)
-        bwd.append(statistics.median(bt) / batch_size)
-        act.append(float(out[0].numel() * out.element_size()))
-        par.append(float(sum(p.numel() * p.element_size() for p in unit.parameters())))
-        h = out.detach()
-    return LayerProfile(names=tuple(model.names), fwd_s=np.array(fwd), bwd_s=np.array(bwd),
-                        activation_bytes=np.array(act), param_bytes=np.array(par),
-                        model=model.model_name, dataset=dataset,
-                        host=f"{platform.node()} (quick fallback profile)", batch_size=batch_size)
-
-
-def resolve_profile(model_name: str, dataset: str, model: SplitModel | None = None,
-                    input_shape: Sequence[int] | None = None, batch_size: int = 32) -> tuple[LayerProfile, str]:
-    """The layer profile for the simulated clock: the shipped profile of ``model_name`` on
-    ``dataset`` (a zoo dataset key), else one measured now by :func:`edgesplit.profiler.profile_model`
-    (or, without that module, :func:`quick_profile`, with a warning). Returns ``(profile, where it came from)``.
-
-    The profile must have one row per unit of ``model``; otherwise it is not used. A profile
-    measured here is kept for the rest of the process (keyed by model, dataset, shape, batch).
-    """
-    from edgesplit.profiles import load_builtin_profile
-
-    n_units = model.n_layers if model is not None else None
-    try:
-        prof = load_builtin_profile(model_name, dataset)
-        if n_units is None or prof.n_layers == n_units:
-            return prof, f"shipped profile {model_name}-{dataset}"
-    except ProfileError:
-        pass
-    if model is None or input_shape is None:
-        raise ProfileError(f"model: no shipped profile for {model_name!r} on {dataset!r}, and no model to profile")
-    key = (model_name, dataset, tuple(input_shape), int(batch_size), n_units)
-    if key in _MEASURED:  # measured once per process, so that runs in one process share a clock
-        return _MEASURED[key]
-    _MEASURED[key] = _measure_profile(model_name, dataset, model, input_shape, batch_size)
-    return _MEASURED[key]
-
-
-_MEASURED: dict[tuple, tuple[LayerProfile, str]] = {}
-
-
-def _measure_profile(model_name: str, dataset: str, model: SplitModel, input_shape: Sequence[int],
-                     batch_size: int) -> tuple[LayerProfile, str]:
-    n_units = model.n_layers
-    try:
-        from edgesplit.profiler import profile_model
-    except ImportError:
-        profile_model = None
-    if profile_model is not None:
-        prof = profile_model(copy.deepcopy(model), dataset=dataset, batch_size=batch_size, warmup=1,
-                             repeats=3, input_shape=tuple(input_shape))
-        if prof.n_layers == n_units:
-            return prof, "profiled now with edgesplit.profiler (no shipped profile)"
-    warnings.warn(f"no shipped profile for {model_name}-{dataset}: using a quick profile measured on this host",
-                  stacklevel=2)
-    return quick_profile(model, input_shape, batch_size, dataset=dataset), "quick profile measured on this host"
-
-
-def scenario_for_rounds(scenario: Any, samples_per_round: Sequence[int]) -> Any:
-    """A copy of ``scenario`` whose device ``samples`` are the samples processed per round
-    (so that the cost model's ``K_i = ceil(samples_i / b)`` matches the real iterations)."""
-    devs = tuple(replace(d, samples=int(max(1, s))) for d, s in zip(scenario.devices, samples_per_round))
-    return replace(scenario, devices=devs)

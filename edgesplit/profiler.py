@@ -25,17 +25,21 @@ contended the machine was: other processes slow a 2-thread run down far more tha
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
+import statistics
 import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from edgesplit.errors import EdgeSplitError
-from edgesplit.profiles import LayerProfile
+from edgesplit.engine import resolve_device
+from edgesplit.errors import EdgeSplitError, ProfileError
+from edgesplit.profiles import LayerProfile, load_builtin_profile
 from edgesplit.zoo import SplitModel, build_model, dataset_shape
 
 
@@ -57,10 +61,14 @@ def _load_average() -> str:
         return "n/a"
 
 
-def describe_host() -> str:
-    """One line naming the profiling host: OS, CPU model and count, torch version and threads."""
-    return (f"{platform.system()} {platform.release()} {platform.machine()}; {_cpu_model()}; "
+def describe_host(device: torch.device | None = None) -> str:
+    """One line naming the profiling host: OS, CPU model and count, torch version and threads
+    (and the GPU when ``device`` is a CUDA device)."""
+    line = (f"{platform.system()} {platform.release()} {platform.machine()}; {_cpu_model()}; "
             f"{os.cpu_count()} CPUs; torch {torch.__version__} with {torch.get_num_threads()} threads")
+    if device is not None and torch.device(device).type == "cuda":
+        line += f"; GPU {torch.cuda.get_device_name(device)}"
+    return line
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
@@ -88,11 +96,14 @@ def profile_model(
     seed: int = 0,
     input_shape: Sequence[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> LayerProfile:
     """Profile ``model`` (a zoo name or a :class:`SplitModel`) on this host, per cut unit and sample.
 
     ``input_shape`` (C, H, W) overrides the dataset's input shape for a custom model;
     ``progress(done, total)`` is called after each round over the units (``total`` unit passes).
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (CUDA when available); on a GPU every timing mark
+    synchronises the device, and the host line names the GPU.
     A passed model runs in training mode (its mode is restored afterwards, but BatchNorm running
     statistics move and gradients are cleared). See the module docstring for what is measured.
     """
@@ -112,12 +123,21 @@ def profile_model(
         shape = dataset_shape(dataset)
         input_shape = (shape.channels, shape.size, shape.size)
     load_at_start = _load_average()
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+
+    def now() -> float:
+        if cuda:
+            torch.cuda.synchronize(dev)
+        return time.perf_counter()
+
+    net.to(dev)
     was_training = net.training
     net.train()
     params = list(net.parameters())
     L = net.n_layers
 
-    x = torch.randn(batch_size, *input_shape)
+    x = torch.randn(batch_size, *input_shape, device=dev)
     inputs: list[torch.Tensor] = []
     grads: list[torch.Tensor] = []
     act_bytes = np.zeros(L)
@@ -140,12 +160,12 @@ def profile_model(
             p.grad = None
         leaf = inputs[l].requires_grad_(l > 0)  # unit 1 does not differentiate the raw data
         inp = leaf.clone()  # a fresh non-leaf, so in-place first ops and repeated passes are safe
-        t0 = time.perf_counter()
+        t0 = now()
         out = unit(inp)
-        t1 = time.perf_counter()
+        t1 = now()
         if out.requires_grad:
             out.backward(grads[l])
-        t2 = time.perf_counter()
+        t2 = now()
         if l > 0:
             leaf.grad = None
         return t1 - t0, t2 - t1
@@ -180,7 +200,85 @@ def profile_model(
         fwd_flops=flops,
         model=model_name,
         dataset=dataset,
-        host=f"{describe_host()}; load average {load_at_start} at start",
+        host=f"{describe_host(dev)}; load average {load_at_start} at start",
         batch_size=batch_size,
         meta={"repeats": repeats, "warmup": warmup, "seed": seed, "total_iqr_over_median": spread},
     )
+
+
+# ----------------------------------------------------------------------------- profiles
+
+
+def quick_profile(model: SplitModel, input_shape: Sequence[int], batch_size: int = 32, repeats: int = 3,
+                  dataset: str = "") -> LayerProfile:
+    """Measure a rough per-unit profile on this host (median of ``repeats`` after one warm-up):
+    forward and backward seconds per sample, output activation bytes and parameter bytes.
+    A fallback when neither a shipped profile nor :mod:`edgesplit.profiler` is available."""
+    model = copy.deepcopy(model).train()
+    h = torch.randn(batch_size, *input_shape)
+    fwd, bwd, act, par = [], [], [], []
+    for j, unit in enumerate(model.units):
+        ft, bt = [], []
+        out = None
+        for r in range(repeats + 1):
+            inp = h.detach().requires_grad_(j > 0)
+            t0 = time.perf_counter()
+            out = unit(inp)
+            t1 = time.perf_counter()
+            if out.requires_grad:
+                out.backward(torch.ones_like(out))
+            t2 = time.perf_counter()
+            unit.zero_grad(set_to_none=True)
+            if r > 0:
+                ft.append(t1 - t0)
+                bt.append(t2 - t1)
+        assert out is not None
+        fwd.append(statistics.median(ft) / batch_size)
+        bwd.append(statistics.median(bt) / batch_size)
+        act.append(float(out[0].numel() * out.element_size()))
+        par.append(float(sum(p.numel() * p.element_size() for p in unit.parameters())))
+        h = out.detach()
+    return LayerProfile(names=tuple(model.names), fwd_s=np.array(fwd), bwd_s=np.array(bwd),
+                        activation_bytes=np.array(act), param_bytes=np.array(par),
+                        model=model.model_name, dataset=dataset,
+                        host=f"{platform.node()} (quick fallback profile)", batch_size=batch_size)
+
+
+def resolve_profile(model_name: str, dataset: str, model: SplitModel | None = None,
+                    input_shape: Sequence[int] | None = None, batch_size: int = 32) -> tuple[LayerProfile, str]:
+    """The layer profile for the simulated clock: the shipped profile of ``model_name`` on
+    ``dataset`` (a zoo dataset key), else one measured now by :func:`edgesplit.profiler.profile_model`
+    (or, failing that, :func:`quick_profile`, with a warning). Returns ``(profile, where it came from)``.
+
+    The profile must have one row per unit of ``model``; otherwise it is not used. A profile
+    measured here is kept for the rest of the process (keyed by model, dataset, shape, batch).
+    """
+    n_units = model.n_layers if model is not None else None
+    try:
+        prof = load_builtin_profile(model_name, dataset)
+        if n_units is None or prof.n_layers == n_units:
+            return prof, f"shipped profile {model_name}-{dataset}"
+    except ProfileError:
+        pass
+    if model is None or input_shape is None:
+        raise ProfileError(f"model: no shipped profile for {model_name!r} on {dataset!r}, and no model to profile")
+    key = (model_name, dataset, tuple(input_shape), int(batch_size), n_units)
+    if key in _MEASURED:  # measured once per process, so that runs in one process share a clock
+        return _MEASURED[key]
+    _MEASURED[key] = _measure_profile(model_name, dataset, model, input_shape, batch_size)
+    return _MEASURED[key]
+
+
+_MEASURED: dict[tuple, tuple[LayerProfile, str]] = {}
+
+
+def _measure_profile(model_name: str, dataset: str, model: SplitModel, input_shape: Sequence[int],
+                     batch_size: int) -> tuple[LayerProfile, str]:
+    n_units = model.n_layers
+    prof = profile_model(copy.deepcopy(model), dataset=dataset, batch_size=batch_size, warmup=1,
+                         repeats=3, input_shape=tuple(input_shape))
+    if prof.n_layers == n_units:
+        return prof, "profiled now with edgesplit.profiler (no shipped profile)"
+    warnings.warn(f"no shipped profile for {model_name}-{dataset}: using a quick profile measured on this host",
+                  stacklevel=2)
+    return quick_profile(model, input_shape, batch_size, dataset=dataset), "quick profile measured on this host"

@@ -34,7 +34,7 @@ episode (``rounds`` cut epochs plus about 60-100 share epochs per round; it ends
 SIMULATED_IDS: tuple[str, ...] = ("EdgeSplit-v0", "EdgeSplitDynamic-v0", "EdgeSplitDynamic-v1")
 """The ids whose step is simulated by the cost model (fast, deterministic)."""
 
-ALL_IDS: tuple[str, ...] = SIMULATED_IDS + ("EdgeSplitTrain-v0",)
+ALL_IDS: tuple[str, ...] = SIMULATED_IDS + ("EdgeSplitTrain-v0", "EdgeSplitTrain-v1")
 """Every id this package registers."""
 
 _ENTRY_POINTS = {
@@ -42,6 +42,7 @@ _ENTRY_POINTS = {
     "EdgeSplitDynamic-v0": ("edgesplit.envs.dynamic_env:EdgeSplitDynamicEnv", DEFAULT_ROUNDS),
     "EdgeSplitDynamic-v1": ("edgesplit.envs.dynamic_v1:EdgeSplitDynamicV1Env", V1_MAX_EPISODE_STEPS),
     "EdgeSplitTrain-v0": ("edgesplit.envs.train_env:EdgeSplitTrainEnv", TRAIN_MAX_EPISODE_STEPS),
+    "EdgeSplitTrain-v1": ("edgesplit.envs.train_env:EdgeSplitTrainV1Env", TRAIN_MAX_EPISODE_STEPS),
 }
 
 

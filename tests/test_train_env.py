@@ -81,3 +81,96 @@ def test_bad_arguments():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="not finite"):
         env.step({"cuts": np.array([0, 1]), "shares": np.array([np.nan, 1.0])})
+
+
+def test_step_after_termination_raises_until_reset():
+    env = EdgeSplitTrainEnv(**TINY)
+    env.reset(seed=0)
+    _, _, terminated, _, info = env.step({"cuts": np.array([0, 0]), "shares": np.array([1.0, 0.0])})
+    assert terminated and info["stalled"]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step({"cuts": np.array([0, 0]), "shares": np.array([0.5, 0.5])})
+    env.reset(seed=0)
+    for _ in range(TINY["rounds"]):
+        _, _, terminated, _, _ = env.step({"cuts": np.array([0, 0]), "shares": np.array([0.5, 0.5])})
+    assert terminated
+    with pytest.raises(RuntimeError, match="terminated"):
+        env.step({"cuts": np.array([0, 0]), "shares": np.array([0.5, 0.5])})
+
+
+def _scenario(model: str = "small_cnn", batch_size: int = 16):
+    from edgesplit.devices import generate_scenario
+    from edgesplit.profiles import load_builtin_profile
+
+    return generate_scenario(load_builtin_profile(model, "mnist" if model == "small_cnn" else "cifar10"), 2,
+                             seed=0, samples=32, batch_size=batch_size)
+
+
+@pytest.mark.parametrize("scenario, needle", [
+    (lambda: _scenario(batch_size=64), "batch_size 64 vs the run's 16"),
+    (lambda: _scenario("vgg19", 16), "model vgg19"),
+])
+def test_a_scenario_that_disagrees_is_refused_or_rebound(scenario, needle):
+    args = {k: v for k, v in TINY.items() if k != "n_devices"}
+    with pytest.raises(ValueError, match=needle):
+        EdgeSplitTrainEnv(**args, scenario=scenario())
+    env = EdgeSplitTrainEnv(**args, scenario=scenario(), rebind_scenario=True)
+    env.reset(seed=0)
+    assert env.scenario.batch_size == 16 and env.scenario.profile.model == "small_cnn"
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert info["samples_trained"] == 2 * 16
+
+
+def test_v1_measured_timing_in_info_and_clock():
+    env = gym.make("EdgeSplitTrain-v1", **TINY)
+    obs, info = env.reset(seed=0)
+    assert info["timing"] == "measured"
+    action = {"cuts": np.array([1, 4]), "shares": np.array([0.4, 0.6], dtype=np.float32)}
+    obs, reward, terminated, truncated, info = env.step(action)
+    assert env.observation_space.contains(obs)
+    meas, pred = info["measured_device_time_s"], info["predicted_device_time_s"]
+    assert meas.shape == pred.shape == (2,) and (meas > 0).all() and np.isfinite(meas).all()
+    assert info["round_time_s"] == pytest.approx(meas.max())
+    assert info["predicted_round_time_s"] == pytest.approx(pred.max())
+    np.testing.assert_allclose(info["timing_rel_error"], (meas - pred) / pred)
+    # the traffic comes from the real tensors: local training (cut 5) sends the weights up and down
+    # (16 W(L) bits), as the cost model says
+    assert info["traffic_bits"][1] == pytest.approx(env.unwrapped.cost_model.traffic_bits[1, 4])
+    assert reward == pytest.approx(-info["round_time_s"] / info["reference_time_s"])
+    env.close()
+
+
+def test_v1_model_timing_is_v0():
+    a = EdgeSplitTrainEnv(**TINY)
+    from edgesplit.envs.train_env import EdgeSplitTrainV1Env
+
+    b = EdgeSplitTrainV1Env(**TINY, timing="model")
+    action = {"cuts": np.array([1, 2]), "shares": np.array([0.3, 0.7])}
+    a.reset(seed=5)
+    b.reset(seed=5)
+    ra = a.step(action)
+    rb = b.step(action)
+    assert ra[1] == rb[1] and ra[4]["test_acc"] == rb[4]["test_acc"]
+    assert "measured_device_time_s" not in rb[4]
+
+
+def test_v1_with_traces_sends_through_the_trace():
+    from edgesplit.traces import Trace
+
+    # a link that is up for 1 s and down for 9 s, over and over: transfers take far longer than at the mean rate
+    trace = Trace("onoff", np.array([0.0, 1.0]), np.array([10.0, 0.0]), 10.0)
+    env = gym.make("EdgeSplitTrain-v1", **TINY, traces=[trace])
+    env.reset(seed=0)
+    _, _, _, _, info = env.step({"cuts": np.array([1, 1]), "shares": np.array([0.5, 0.5])})
+    assert np.isfinite(info["measured_device_time_s"]).all()
+    assert info["measured_rate_bps"].shape == (2,)
+    fixed = gym.make("EdgeSplitTrain-v1", **TINY)
+    fixed.reset(seed=0)
+    _, _, _, _, info2 = fixed.step({"cuts": np.array([1, 1]), "shares": np.array([0.5, 0.5])})
+    assert info["predicted_round_time_s"] > info2["predicted_round_time_s"]
+
+
+def test_v1_check_env_passes():
+    from edgesplit.envs.train_env import EdgeSplitTrainV1Env
+
+    check_env(EdgeSplitTrainV1Env(**TINY, timing="model"), skip_render_check=True)
