@@ -501,7 +501,7 @@ def _check_loss(stats: RoundStats, r: int, cfg: RunConfig) -> None:
 def train_and_time(prep: Prepared, schedulers: Sequence[str], out_dir: str | Path | None = None,
                    resume: bool = False, progress: bool | None = None,
                    on_round: Callable[[int, dict[str, dict]], bool | None] | None = None,
-                   ) -> dict[str, ScheduleResult]:
+                   checkpoint_every: int = 1) -> dict[str, ScheduleResult]:
     """Train once (every device local: FedAvg, which split learning equals whatever the cuts)
     and time every scheduler's plan on the same measured steps.
 
@@ -509,7 +509,8 @@ def train_and_time(prep: Prepared, schedulers: Sequence[str], out_dir: str | Pat
     model's with ``timing="model"``) and ``predicted_sim_time_s`` by the cost model's; all share
     the test accuracy and the host wall time of the one training (warm-up excluded). With
     ``out_dir``: ``<scheduler>/rounds.csv`` (appended as rounds come), ``timing.csv``, and one
-    ``checkpoint.pt`` after every round; ``resume`` continues from it. ``on_round(r, rows)``
+    ``checkpoint.pt`` after every ``checkpoint_every`` rounds (and the last); ``resume``
+    continues from it (rows after it are trained again). ``on_round(r, rows)``
     (``rows``: this round's row per scheduler) may return True to stop after round ``r``.
     """
     cfg = prep.config
@@ -567,15 +568,17 @@ def train_and_time(prep: Prepared, schedulers: Sequence[str], out_dir: str | Pat
                 res.timing.extend(recs)
                 timing_rows.extend(recs)
                 now[s] = row
+            stop = on_round is not None and bool(on_round(r, now))
             if out is not None and ckpt is not None:
-                save_checkpoint(ckpt, {"identity": cfg.identity(), **extra, "round": r,
-                                       "rows": {s: res.rows for s, res in results.items()}}, trainer)
+                if r % max(int(checkpoint_every), 1) == 0 or r == cfg.rounds or stop:
+                    save_checkpoint(ckpt, {"identity": cfg.identity(), **extra, "round": r,
+                                           "rows": {s: res.rows for s, res in results.items()}}, trainer)
                 for s in schedulers:
                     logs[s].append(results[s].rows[-1])
                 _append_timing(out / "timing.csv", timing_rows)
             bar.update(1)
             bar.set_postfix(acc=f"{acc:.3f}", train_loss=f"{stats.train_loss:.3f}")
-            if on_round is not None and on_round(r, now):
+            if stop:
                 break
     finally:
         bar.close()

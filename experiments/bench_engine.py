@@ -7,7 +7,10 @@ repeat so that load from other processes hits both alike:
   server replicas, cut activations and gradients, layer-wise aggregation included);
 - **plain**: one copy of the model and one SGD optimiser looping over all those batches.
 
-It prints samples per second of each, their ratio (goal: at least 0.9) and the peak resident
+It prints samples per second of each, their ratio (goal: at least 0.9), the overhead of measured
+timing (``run_round(..., measure=True)``: every unit's forward, backward and optimiser step timed,
+as ``EdgeSplitTrain-v1`` and ``edgesplit train`` do) as a share of the round's wall time (goal:
+under 5%), and the peak resident
 memory of each mode, measured in a fresh child process per mode (the peak-RSS mark is reset
 after loading the model and batches, so the figure is that process's resident memory at its peak
 during one round; the increase over the level after setup is printed too).
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from edgesplit.datasets import ZOO_DATASET, load_dataset, normalize, split_dataset
-from edgesplit.engine import SplitTrainer
+from edgesplit.engine import SplitTrainer, resolve_device
 from edgesplit.zoo import build_model
 
 
@@ -54,16 +57,18 @@ def _setup(args: argparse.Namespace):
     return model, parts, batches, cuts, data
 
 
-def _time_split(model, parts, batches, cuts, args) -> float:
+def _time_split(model, parts, batches, cuts, args, measure: bool = False) -> float:
     trainer = SplitTrainer(copy.deepcopy(model), parts, batch_size=args.batch_size, lr=0.01,
-                           momentum=args.momentum)
+                           momentum=args.momentum, device=args.device)
     t0 = time.perf_counter()
-    trainer.run_round(cuts, batches=batches)
+    trainer.run_round(cuts, batches=batches, measure=measure)
     return time.perf_counter() - t0
 
 
 def _time_plain(model, batches, args) -> float:
-    m = copy.deepcopy(model).train()
+    dev = resolve_device(args.device)
+    m = copy.deepcopy(model).to(dev).train()
+    batches = [[(x.to(dev), y.to(dev)) for x, y in b] for b in batches]
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=args.momentum)
     t0 = time.perf_counter()
     for device_batches in batches:
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="cuts per device, e.g. 1,2,4,5 (default: spread over 1..L)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or auto (CUDA when available)")
     p.add_argument("--only", choices=["split", "plain"], default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
@@ -135,21 +141,27 @@ def main(argv: list[str] | None = None) -> int:
     # warm-up (one of each), then alternate
     _time_split(model, parts, batches, cuts, args)
     _time_plain(model, batches, args)
-    ts, tp = [], []
+    ts, tp, tm = [], [], []
     for _ in range(args.repeats):
         ts.append(_time_split(model, parts, batches, cuts, args))
         tp.append(_time_plain(model, batches, args))
+        tm.append(_time_split(model, parts, batches, cuts, args, measure=True))
     split_sps, plain_sps = samples / statistics.median(ts), samples / statistics.median(tp)
     ratios = [b / a for a, b in zip(ts, tp)]
     print(f"model {args.model} ({model.n_layers} units) on {args.dataset}; {args.devices} devices, cuts {cuts}, "
-          f"{args.iterations} x {args.batch_size} samples each; torch threads {torch.get_num_threads()}")
+          f"{args.iterations} x {args.batch_size} samples each; torch threads {torch.get_num_threads()}; "
+          f"device {resolve_device(args.device)}")
     print(f"split engine : {split_sps:9.1f} samples/s  (median of {args.repeats} rounds, aggregation included)")
     print(f"plain unsplit: {plain_sps:9.1f} samples/s  (same batches, one model, one optimiser)")
     print(f"ratio split/plain: {split_sps / plain_sps:.3f}  (per-repeat ratios: min {min(ratios):.3f}, "
           f"median {statistics.median(ratios):.3f}, max {max(ratios):.3f}; goal >= 0.9)")
+    over = [(m - a) / a for a, m in zip(ts, tm)]
+    print(f"measured timing: {samples / statistics.median(tm):9.1f} samples/s; overhead per round "
+          f"{statistics.median(over):+.1%} of the round's wall time (median of {args.repeats}; per-repeat "
+          f"min {min(over):+.1%}, max {max(over):+.1%}; goal < 5%)")
     cmd = [sys.executable, "-m", "edgesplit.experiments.bench_engine", "--model", args.model, "--dataset", args.dataset,
            "--devices", str(args.devices), "--iterations", str(args.iterations), "--batch-size", str(args.batch_size),
-           "--momentum", str(args.momentum), "--cuts", ",".join(map(str, cuts))]
+           "--momentum", str(args.momentum), "--cuts", ",".join(map(str, cuts)), "--device", args.device]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     for mode in ("plain", "split"):

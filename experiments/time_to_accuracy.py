@@ -34,14 +34,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from edgesplit.datasets import DatasetError
 from edgesplit.profiles import read_profile_csv
 from edgesplit.training import (
-    CSV_COLUMNS,
     RunConfig,
     error_summary,
     parse_names,
@@ -110,7 +108,8 @@ def run_split(args: argparse.Namespace, split: str, names: list[str]) -> None:
             return True
         return el > args.budget_min * 60
 
-    train_and_time(prep, names, out, resume=args.resume, progress=False, on_round=on_round)
+    train_and_time(prep, names, out, resume=args.resume, progress=False, on_round=on_round,
+                   checkpoint_every=args.checkpoint_every)
     meta = {"split": split, "label": label, "profile": source, "wall_s": time.perf_counter() - t_start,
             "config": cfg.identity(), "target": args.target, "threads": torch.get_num_threads()}
     (out / "run.json").write_text(json.dumps(meta, indent=1))
@@ -228,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schedulers", default="alternating,psl,fl", help="schedulers timed on the same steps")
     p.add_argument("--profile", choices=["measure", "shipped"], default="measure",
                    help="reference profile: measured on this host at the start, or the shipped one")
+    p.add_argument("--checkpoint-every", type=int, default=5, help="rounds between checkpoints")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
