@@ -589,11 +589,12 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
 
 @lru_cache(maxsize=8)
 def get_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
-                synthetic_size: int | None = None) -> ArrayDataset:
+                synthetic_size: int | None = None, seed: int = 0) -> ArrayDataset:
     """:func:`load_dataset` through one per-process cache (the one lookup that ``edgesplit train``,
     the training env and the experiments share: a dataset is decoded once per process). The
     returned dataset is shared: treat it as read-only (``subset``/``head`` make copies)."""
-    return load_dataset(name, split, None if data_dir is None else str(data_dir), synthetic_size=synthetic_size)
+    return load_dataset(name, split, None if data_dir is None else str(data_dir), seed=seed,
+                        synthetic_size=synthetic_size)
 
 
 def load_train_test(name: str, data_dir: str | Path | None = None, cache: str | Path | None = None,

@@ -32,7 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from edgesplit.datasets import ZOO_DATASET, load_dataset, normalize, split_dataset
+from edgesplit.datasets import ZOO_DATASET, get_dataset, normalize, split_dataset
 from edgesplit.engine import SplitTrainer, resolve_device
 from edgesplit.zoo import build_model
 
@@ -42,7 +42,7 @@ def _setup(args: argparse.Namespace):
     torch.manual_seed(0)
     model = build_model(args.model, ZOO_DATASET[args.dataset], seed=0)
     n = args.devices * args.iterations * args.batch_size
-    data = load_dataset(args.dataset, "train", synthetic_size=max(n, 100))
+    data = get_dataset(args.dataset, "train", synthetic_size=max(n, 100))
     parts = split_dataset(data, [args.iterations * args.batch_size] * args.devices, seed=0)
     batches = []
     for p in parts:
