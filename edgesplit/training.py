@@ -475,6 +475,23 @@ def _timing_rows(name: str, r: int, cuts: Sequence[int], measured: np.ndarray, p
             for i, (c, m, p, e) in enumerate(zip(cuts, measured, predicted, err))]
 
 
+def _trim_timing(path: Path, through: int) -> None:
+    """Keep the ``timing.csv`` records of rounds ``<= through`` (those of the checkpoint resumed)."""
+    if not path.is_file():
+        return
+    if through <= 0:
+        path.unlink()
+        return
+    try:
+        old = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        path.unlink()
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    old[old["round"] <= through].to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def _append_timing(path: Path, rows: list[dict[str, Any]]) -> None:
     new = not path.is_file()
     pd.DataFrame(rows, columns=TIMING_COLUMNS).to_csv(path, mode="a", header=new, index=False)
@@ -539,8 +556,7 @@ def train_and_time(prep: Prepared, schedulers: Sequence[str], out_dir: str | Pat
         out.mkdir(parents=True, exist_ok=True)
         for s in schedulers:
             logs[s] = RoundLog(out / s / "rounds.csv", results[s].rows)
-        if start == 0 and (out / "timing.csv").is_file():
-            (out / "timing.csv").unlink()
+        _trim_timing(out / "timing.csv", start)
     warm_up(trainer)
     bar = _bar(cfg.rounds, start, "train", progress)
     try:
@@ -613,8 +629,7 @@ def train_per_scheduler(prep: Prepared, scheduler: str, out_dir: str | Path | No
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         log = RoundLog(out / "rounds.csv", res.rows)
-        if start == 0 and (out / "timing.csv").is_file():
-            (out / "timing.csv").unlink()
+        _trim_timing(out / "timing.csv", start)
     warm_up(trainer)
     cuts = [int(c) for c in plan.cuts]
     pred = np.asarray(plan.per_device_time_s, float)

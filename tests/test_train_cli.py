@@ -197,3 +197,24 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys, argv, needle):
     err = capsys.readouterr().err
     assert rc == 2
     assert needle in err and err.count("\n") == 1
+
+
+def test_train_once_resume_with_sparse_checkpoints_keeps_each_round_once(tmp_path: Path):
+    cfg = RunConfig(model="small_cnn", dataset="synthetic_mnist", devices=2, rounds=3, samples_per_device=32,
+                    batch_size=16, test_samples=64, timing="model")
+    prep = prepare(cfg)
+    ref = train_and_time(prep, ["psl", "fl"])
+
+    def crash(r: int, rows: dict) -> None:
+        if r == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_time(prep, ["psl", "fl"], tmp_path, on_round=crash, checkpoint_every=2)
+    res = train_and_time(prep, ["psl", "fl"], tmp_path, resume=True)
+    for s in ("psl", "fl"):
+        df = _rounds(tmp_path / s / "rounds.csv")
+        assert df["round"].tolist() == [0, 1, 2, 3]
+        pd.testing.assert_frame_equal(res[s].frame().drop(columns="wall_s"), ref[s].frame().drop(columns="wall_s"))
+    timing = pd.read_csv(tmp_path / "timing.csv")
+    assert sorted(timing.groupby(["scheduler", "round"]).size().to_dict().values()) == [2] * 6
