@@ -12,6 +12,7 @@ name                       cuts                                         shares
 ``psl``                    best single cut for all                      equal
 ``psl-fixed``              a conventional cut after the first block     equal
 ``edgesplit-cuts-equal-bw`` alternating's cuts                          equal
+``per-device-cuts-equal-bw`` each device's best cut for equal shares      equal
 ``uniform-cut-opt-bw``     best single cut                              optimal
 ``random``                 random feasible                              random (Dirichlet)
 =========================  ===========================================  ==============
@@ -217,6 +218,13 @@ def _cuts_equal_bw(cm: CostModel) -> tuple[np.ndarray, np.ndarray, dict]:
     return cuts, equal_shares(cm.n_devices), info
 
 
+def _per_device_cuts_equal_bw(cm: CostModel) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Per-device cuts alone: with the shares fixed at ``1/N``, every device takes the cut that
+    minimises its own time, which minimises the round time over all per-device cuts."""
+    shares = equal_shares(cm.n_devices)
+    return best_cuts_for_shares(cm, shares), shares, {}
+
+
 def _uniform_cut_opt_bw(cm: CostModel) -> tuple[np.ndarray, np.ndarray, dict]:
     cands = common_feasible_cuts(cm)
     a = cm.compute_s[:, cands - 1].T
@@ -243,6 +251,7 @@ _REGISTRY: dict[str, Callable[..., tuple[np.ndarray, np.ndarray, dict]]] = {
     "psl": _psl,
     "psl-fixed": _psl_fixed,
     "edgesplit-cuts-equal-bw": _cuts_equal_bw,
+    "per-device-cuts-equal-bw": _per_device_cuts_equal_bw,
     "uniform-cut-opt-bw": _uniform_cut_opt_bw,
     "random": _random,
 }

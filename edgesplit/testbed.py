@@ -17,6 +17,8 @@ jtirana98/SFL-workflow-optimization):
 kind               severity  when
 =================  ========  =====================================================================
 ``nan``            error     a time is missing or not a number
+``not_finite``     error     a time is infinite
+``implausible``    error     a time is above ``IMPLAUSIBLE_MS`` (10^7 ms, ~3 hours per batch and layer)
 ``negative``       error     a time is negative
 ``all_zero``       error     every time of the machine is 0
 ``zero_row``       error     forward and backward are both 0 on a layer *with weights*
@@ -30,8 +32,8 @@ kind               severity  when
 =================  ========  =====================================================================
 
 A machine with an ``error`` flag is *flagged*. It is still returned, with its flags in
-``meta["flags"]`` and ``meta["flagged"] = True`` (NaN and negative times are replaced by 0 there so
-that the profile can be built); ``drop_flagged=True`` leaves flagged machines out. Flags of the
+``meta["flags"]`` and ``meta["flagged"] = True`` (NaN, infinite, implausible and negative times are
+replaced by 0 there so that the profile can be built); ``drop_flagged=True`` leaves flagged machines out. Flags of the
 shared memory file have ``machine == "*"``; they are reported with every machine but never drop one.
 """
 
@@ -63,6 +65,10 @@ VGG19_TESTBED_NAMES: tuple[str, ...] = (
 DATASET_ALIASES = {"cifar": "cifar10", "cifar10": "cifar10", "mnist": "mnist",
                    "fashion_mnist": "fashion_mnist", "fmnist": "fashion_mnist"}
 
+IMPLAUSIBLE_MS = 1e7
+"""Times above this (ms per batch, one layer) are flagged as implausible."""
+TINY_MS = 1e-6
+"""Times below this (ms per batch) count as 0 (below any timer's resolution)."""
 PARAM_FREE_KB = 4.0  # weight_kb at or below this is serialisation overhead, not weights
 SIGNIFICANT_FRACTION = 0.02
 RATIO_OUTLIER_FACTOR = 20.0
@@ -95,12 +101,17 @@ def _read_csv(path: str | Path, columns: list[str], what: str) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ProfileError(f"{what}: {path}: missing column(s) {', '.join(missing)}")
+    if df.empty:
+        raise ProfileError(f"{what}: {path}: no data rows (only a header); nothing to import")
     for col in columns:
         if col == "machine":
             continue
         df[col] = pd.to_numeric(df[col], errors="coerce")
     if df["layer"].isna().any():
         raise ProfileError(f"{what}: {path}: column 'layer' must hold integers")
+    if not np.isfinite(df["layer"]).all() or (df["layer"] != df["layer"].round()).any() \
+            or (df["layer"].abs() > 1e6).any():
+        raise ProfileError(f"{what}: {path}: column 'layer' must hold integers (0..1e6)")
     df["layer"] = df["layer"].astype(int)
     return df
 
@@ -122,6 +133,8 @@ def _read_times(times_csv: str | Path, layers: np.ndarray) -> pd.DataFrame:
     times = _read_csv(times_csv, TIMES_COLUMNS, "times_csv")
     times["machine"] = times["machine"].astype(str)
     expected = set(int(x) for x in layers)
+    for machine in times["machine"].unique():
+        safe_machine_name(str(machine))  # a machine name becomes part of a file name: refuse '../x'
     for machine, g in times.groupby("machine", sort=False):
         got = list(g["layer"])
         if len(got) != len(set(got)):
@@ -142,6 +155,13 @@ def _rank_corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def _usable_ms(v: np.ndarray) -> np.ndarray:
+    """Times that can be used: finite, >= 0 and plausible; every other entry (flagged) becomes 0."""
+    v = np.asarray(v, dtype=float)
+    ok = np.isfinite(v) & (v >= TINY_MS) & (v <= IMPLAUSIBLE_MS)
+    return np.where(ok, v, 0.0)
+
+
 def _check_machine(machine: str, g: pd.DataFrame, param_free: np.ndarray) -> list[Flag]:
     """Flags of one machine's time rows (sorted by layer)."""
     flags: list[Flag] = []
@@ -150,10 +170,15 @@ def _check_machine(machine: str, g: pd.DataFrame, param_free: np.ndarray) -> lis
     for col, vals in raw.items():
         for i in np.flatnonzero(np.isnan(vals)):
             flags.append(Flag(machine, int(layers[i]), "nan", "error", f"{col} is missing or not a number"))
+        for i in np.flatnonzero(np.isinf(vals)):
+            flags.append(Flag(machine, int(layers[i]), "not_finite", "error", f"{col} = {vals[i]} is not finite"))
+        for i in np.flatnonzero(np.isfinite(vals) & (vals > IMPLAUSIBLE_MS)):
+            flags.append(Flag(machine, int(layers[i]), "implausible", "error",
+                              f"{col} = {vals[i]:g} ms is above {IMPLAUSIBLE_MS:g} ms for one layer and batch"))
         for i in np.flatnonzero(vals < 0):
             flags.append(Flag(machine, int(layers[i]), "negative", "error", f"{col} = {vals[i]:g} < 0"))
-    f = np.nan_to_num(np.clip(raw["fwd_ms"], 0, None), nan=0.0)
-    b = np.nan_to_num(np.clip(raw["bwd_ms"], 0, None), nan=0.0)
+    f = _usable_ms(raw["fwd_ms"])
+    b = _usable_ms(raw["bwd_ms"])
     n = len(f)
     zero = (f == 0) & (b == 0)
     if zero.all():
@@ -293,8 +318,7 @@ def import_testbed_profiles(
         g = g.set_index("layer").loc[mem["layer"]]
 
         def per_sample(col: str) -> np.ndarray:
-            v = g[col].to_numpy(dtype=float)
-            return np.where(np.isfinite(v) & (v > 0), v, 0.0) / 1000.0 / batch_size
+            return _usable_ms(g[col].to_numpy(dtype=float)) / 1000.0 / batch_size
 
         out[machine] = LayerProfile(
             names=tuple(names),

@@ -80,5 +80,7 @@ def test_reproduce_quick_writes_csv_md_and_plots(tmp_path):
 def test_benchmark_json(capsys):
     assert main(["benchmark", "--n-devices", "10,50", "--repeats", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [r["n_devices"] for r in out["results"]] == [10, 50]
+    assert [(r["devices"], r["n_devices"]) for r in out["results"]] == [
+        ("speeds", 10), ("speeds", 50), ("profiles", 10), ("profiles", 50)]
+    assert [r["n_layers"] for r in out["results"]][2:] == [25, 25]  # the testbed VGG-19, own profiles
     assert all(r["exact_ms"] > 0 and r["round_time_evals_per_s"] > 0 for r in out["results"])

@@ -16,8 +16,8 @@ DESCRIPTION = (
     "Measure, per cut unit and per sample, the forward and backward seconds (warm-up, then the "
     "median of the repeats), forward FLOPs, output activation bytes and parameter bytes of a zoo "
     "model on this host and write them as a profile CSV. With --import-testbed TIMES MEMORY, "
-    "convert per-machine testbed profiles instead (one CSV per machine in --out-dir) and print "
-    "the rows that look wrong."
+    "convert per-machine testbed profiles instead (one CSV per machine in --out-dir), print the "
+    "rows that look wrong and leave out the machines with error flags (say which and why)."
 )
 
 
@@ -35,8 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", metavar="DIR", help="with --import-testbed: folder for one CSV per machine")
     p.add_argument("--testbed-batch-size", type=int, default=128,
                    help="with --import-testbed: the batch size the testbed measured with")
+    p.add_argument("--include-flagged", action="store_true",
+                   help="with --import-testbed: write machines with error flags too (left out by default)")
     p.add_argument("--drop-flagged", action="store_true",
-                   help="with --import-testbed: do not write machines with error flags")
+                   help="with --import-testbed: leave out machines with error flags (the default; kept for old scripts)")
 
 
 def _print_table(prof: LayerProfile) -> None:
@@ -50,26 +52,58 @@ def _print_table(prof: LayerProfile) -> None:
           f"{prof.param_bytes.sum() / 2**20:.2f} MiB of parameters")
 
 
+def _check_out_dir(out_dir: str) -> Path:
+    """The output folder, or one error before any work if it cannot be one."""
+    path = Path(out_dir)
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise EdgeSplitError(f"--out-dir: {p} exists and is not a folder")
+    return path
+
+
+def _check_out_file(out: str) -> Path:
+    """The output CSV path, or one error before any work if it cannot be written there."""
+    path = Path(out)
+    if path.is_dir():
+        raise EdgeSplitError(f"--out: {path} is a folder; give a file such as {path / 'profile.csv'}")
+    for p in path.parents:
+        if p.exists() and not p.is_dir():
+            raise EdgeSplitError(f"--out: {p} exists and is not a folder")
+    return path
+
+
 def _run_import(args: argparse.Namespace) -> int:
-    from edgesplit.testbed import check_testbed_profile, flagged_machines, import_testbed_profiles
+    from edgesplit.testbed import check_testbed_profile, flagged_machines, import_testbed_profiles, safe_machine_name
 
     if not args.out_dir:
         raise EdgeSplitError("--out-dir: required with --import-testbed")
+    if args.include_flagged and args.drop_flagged:
+        raise EdgeSplitError("--include-flagged: cannot be combined with --drop-flagged")
+    out_dir = _check_out_dir(args.out_dir)
+    if args.testbed_batch_size < 1:
+        raise EdgeSplitError(f"--testbed-batch-size: must be >= 1, got {args.testbed_batch_size}")
     times_csv, memory_csv = args.import_testbed
     profiles = import_testbed_profiles(times_csv, memory_csv, batch_size=args.testbed_batch_size)
     flags = check_testbed_profile(times_csv, memory_csv)
     bad = flagged_machines(flags)
-    out_dir = Path(args.out_dir)
+    left_out = [m for m in profiles if m in bad and not args.include_flagged]
+    written = 0
     for machine, prof in profiles.items():
         status = "FLAGGED" if machine in bad else "ok"
-        if args.drop_flagged and machine in bad:
-            where = "(not written: --drop-flagged)"
+        if machine in left_out:
+            where = "(left out: error flags; --include-flagged writes it)"
         else:
-            where = f"-> {prof.to_csv(out_dir / f'{prof.model}-{prof.dataset}-{machine}.csv')}"
+            path = out_dir / f"{prof.model}-{prof.dataset}-{safe_machine_name(machine)}.csv"
+            where = f"-> {prof.to_csv(path)}"
+            written += 1
         print(f"{machine:<14}{status:<9}fwd+bwd {prof.train_s.sum() * 1e3:9.3f} ms/sample {where}")
     for f in flags:
         print(f"  {f}")
-    print(f"{len(bad)} of {len(profiles)} machines flagged" + (f": {', '.join(bad)}" if bad else ""))
+    for machine in left_out:
+        why = sorted({f.kind for f in flags if f.machine == machine and f.severity == "error"})
+        print(f"left out {machine}: {', '.join(why)}")
+    print(f"{len(bad)} of {len(profiles)} machines flagged" + (f": {', '.join(bad)}" if bad else "")
+          + f"; wrote {written} profile(s) to {out_dir}")
     return 0
 
 
@@ -81,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeSplitError("--model: required (or use --import-testbed TIMES.csv MEMORY.csv)")
     if not args.out:
         raise EdgeSplitError("--out: required (the profile CSV to write)")
+    _check_out_file(args.out)  # before the (long) measurement
     from edgesplit.profiler import profile_model
     from edgesplit.zoo import dataset_shape
 
