@@ -25,7 +25,7 @@ from edgesplit.scenario import load_scenario, scenario_from_dict  # noqa: E402
 from edgesplit.schedulers import SCHEDULERS, plan  # noqa: E402
 from edgesplit.testbed import import_testbed_profiles  # noqa: E402
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True,
+FAST = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 
