@@ -343,3 +343,12 @@ def test_shipped_class_profiles_are_the_conversion_of_the_shared_sheets(tmp_path
         ref = next((tmp_path / "models").glob(f"vgg19_testbed-{'cifar10' if ds == 'cifar' else 'mnist'}.csv"))
         np.testing.assert_allclose(read_profile_csv(builtin_profile_dir() / ref.name).train_s,
                                    read_profile_csv(ref).train_s, rtol=1e-12)
+
+
+def test_testbed_example_scenario_plans_with_own_profiles():
+    from pathlib import Path
+
+    s = load_scenario(Path(__file__).resolve().parents[1] / "examples" / "scenario-testbed.yaml")
+    assert all(d.profile is not None for d in s.devices) and s.server.profile is not None
+    ex, psl = plan(s, "exact"), plan(s, "psl")
+    assert ex.round_time_s <= psl.round_time_s and math.isfinite(ex.round_time_s)
