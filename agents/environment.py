@@ -315,6 +315,7 @@ def env_kwargs(env_id: str, n_devices: int, traces: Sequence[Trace] | None = Non
                history: int = 3, **extra: Any) -> dict[str, Any]:
     """``gym.make`` keyword arguments for ``env_id`` as agents use it (dynamic: ``alternating_info``
     off, since evaluation runs the alternating policy itself)."""
+    env_id = envs.canonical_id(env_id)  # edgesplit/ID or ID (H-rl)
     if env_id not in envs.SIMULATED_IDS:
         raise ValueError(f"env: must be one of {', '.join(envs.SIMULATED_IDS)} (simulated envs), got {env_id!r}")
     kw: dict[str, Any] = {"n_devices": int(n_devices), **extra}
@@ -330,7 +331,7 @@ def env_kwargs(env_id: str, n_devices: int, traces: Sequence[Trace] | None = Non
 def make_base_env(env_id: str, n_devices: int = 10, traces: Sequence[Trace] | None = None,
                   history: int = 3, **extra: Any) -> gym.Env:
     """``gym.make(env_id, ...)`` with :func:`env_kwargs` (the registered ``TimeLimit`` included)."""
-    return gym.make(env_id, **env_kwargs(env_id, n_devices, traces, history, **extra))
+    return gym.make(envs.namespaced(envs.canonical_id(env_id)), **env_kwargs(env_id, n_devices, traces, history, **extra))
 
 
 def make_agent_env(env_id: str, wrapper: str, n_devices: int = 10, traces: Sequence[Trace] | None = None,

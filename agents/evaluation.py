@@ -150,6 +150,9 @@ def evaluate(policy: str | Policy, env_id: str = "EdgeSplitDynamic-v0", episodes
     A learned policy fixes N and the env's history; ``n_devices`` that differs from it is refused.
     ``trace_list`` (already loaded traces) takes precedence over ``traces``/``trace_split``.
     """
+    from edgesplit.envs import canonical_id
+
+    env_id = canonical_id(env_id)  # edgesplit/ID or ID (H-rl)
     pol = policy if isinstance(policy, Policy) else get_policy(policy)
     history = 3
     if isinstance(pol, LearnedPolicy):

@@ -261,6 +261,39 @@ def space_from_json(entry: dict[str, Any]) -> Any:
     return None
 
 
+_TORCH_CLASSES = {"torch.optim.rmsprop.RMSprop": ("optim", "RMSprop"), "torch.optim.adam.Adam": ("optim", "Adam"),
+                  "torch.optim.adamw.AdamW": ("optim", "AdamW"), "torch.optim.sgd.SGD": ("optim", "SGD"),
+                  "torch.nn.modules.activation.ReLU": ("nn", "ReLU"), "torch.nn.modules.activation.Tanh": ("nn", "Tanh"),
+                  "torch.nn.modules.activation.ELU": ("nn", "ELU"), "torch.nn.modules.activation.LeakyReLU": ("nn", "LeakyReLU"),
+                  "torch.nn.modules.activation.SiLU": ("nn", "SiLU"), "torch.nn.modules.activation.GELU": ("nn", "GELU")}
+
+
+def kwargs_from_json(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """A pickled ``policy_kwargs`` dict rebuilt from the text SB3 writes next to it: literals, and
+    well-known torch optimisers and activations by name; ``None`` if anything else is in it."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for k, v in entry.items():
+        if k.startswith(":"):
+            continue
+        text = str(v)
+        m = re.fullmatch(r"<class '([A-Za-z0-9_.]+)'>", text)
+        if m:
+            if m.group(1) not in _TORCH_CLASSES:
+                return None
+            import torch
+
+            mod, name = _TORCH_CLASSES[m.group(1)]
+            out[k] = getattr(getattr(torch, mod), name)
+            continue
+        try:
+            out[k] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return None
+    return out
+
+
 def load_model(path: str | Path, algo: str | None = None, observation_space: Any = None, action_space: Any = None,
                policy_class: Any = None, trust: bool = False, env: Any = None,
                replace: dict[str, Any] | None = None, **kwargs: Any) -> Any:
@@ -304,6 +337,8 @@ def load_model(path: str | Path, algo: str | None = None, observation_space: Any
                 raise ModelFileError(f"policy: {p.name} was saved for an {key.replace('_', ' ')} of shape {saved}, "
                                      f"this env has {tuple(space.shape)} (another N, wrapper or history?)")
             custom[key] = space
+        elif key == "policy_kwargs" and kwargs_from_json(entry) is not None:
+            custom[key] = kwargs_from_json(entry)
         elif key == "policy_class":
             if policy_class is not None:
                 custom[key] = cls.policy_aliases.get(policy_class, policy_class) if isinstance(policy_class, str) else policy_class

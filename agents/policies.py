@@ -220,7 +220,7 @@ class LearnedPolicy(Policy):
         """Raise ``ValueError`` if ``env`` is not the kind of env this policy was trained for."""
         meta = self.meta
         base = env.unwrapped
-        env_id = env.spec.id if env.spec is not None else type(base).__name__
+        env_id = envs.canonical_id(env.spec.id) if env.spec is not None else type(base).__name__
         where = f"policy {self.path.name} was trained for {meta['env_id']} with N={meta['n_devices']}"
         if env_id != meta["env_id"]:
             raise ValueError(f"{where}; refusing to run it on {env_id} (train one for that env)")

@@ -46,11 +46,41 @@ _ENTRY_POINTS = {
 }
 
 
+NAMESPACE = "edgesplit"
+"""Gymnasium namespace of every id: ``edgesplit/EdgeSplit-v0`` etc. (the bare ids are deprecated aliases)."""
+
+
+def namespaced(env_id: str) -> str:
+    """``edgesplit/ID`` for a bare ``ID`` (applied to every id :func:`register_envs` registers)."""
+    return env_id if "/" in env_id else f"{NAMESPACE}/{env_id}"
+
+
+def canonical_id(env_id: str) -> str:
+    """The bare id (``EdgeSplit-v0``) of ``edgesplit/EdgeSplit-v0`` or ``EdgeSplit-v0``."""
+    return env_id[len(NAMESPACE) + 1:] if env_id.startswith(NAMESPACE + "/") else env_id
+
+
+def _deprecated_alias(env_id: str, entry_point: str):
+    def make(**kwargs):
+        import warnings
+
+        from gymnasium.envs.registration import load_env_creator
+
+        warnings.warn(f"{env_id} is deprecated: use gym.make({namespaced(env_id)!r}) (same env, namespaced id)",
+                      DeprecationWarning, stacklevel=3)
+        return load_env_creator(entry_point)(**kwargs)
+
+    return make
+
+
 def register_envs() -> None:
-    """Register the ids (idempotent: ids already registered are left alone)."""
+    """Register every id under the ``edgesplit/`` namespace, and the bare id as a deprecated alias
+    that warns (idempotent: ids already registered are left alone)."""
     for env_id, (entry_point, steps) in _ENTRY_POINTS.items():
+        if namespaced(env_id) not in registry:
+            register(id=namespaced(env_id), entry_point=entry_point, max_episode_steps=steps)
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point, max_episode_steps=steps)
+            register(id=env_id, entry_point=_deprecated_alias(env_id, entry_point), max_episode_steps=steps)
 
 
 def action_from_plan(plan: Plan) -> dict[str, np.ndarray]:
@@ -63,5 +93,5 @@ register_envs()
 __all__ = [
     "ALL_IDS", "DEFAULT_ROUNDS", "MAX_OBS", "SIMULATED_IDS", "TRAIN_MAX_EPISODE_STEPS", "V1_MAX_EPISODE_STEPS", "WRAPPERS",
     "CutsOnlyAction", "EdgeSplitBaseEnv", "EdgeSplitDynamicEnv", "EdgeSplitDynamicV1Env", "EdgeSplitEnv", "FlatBoxAction",
-    "SharesOnlyAction", "action_from_plan", "register_envs", "wrap",
+    "SharesOnlyAction", "action_from_plan", "canonical_id", "namespaced", "register_envs", "wrap",
 ]

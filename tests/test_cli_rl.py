@@ -39,7 +39,7 @@ def test_agent_command_help_imports_no_torch() -> None:
     r = _run("""
         import sys
         import edgesplit.cli as cli
-        for name in ("train-agent", "evaluate"):
+        for name in ("train-agent", "evaluate", "sweep"):
             parser, cmds = cli.build_parser(only=name)
             assert name in cmds, name
         print("HEAVY", [m for m in ("torch", "gymnasium", "stable_baselines3", "ray") if m in sys.modules])
@@ -56,7 +56,7 @@ def _all_parsers() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_command_and_option_has_a_description() -> None:
     parsers = _all_parsers()
-    assert {"plan", "train-agent", "evaluate"} <= set(parsers)
+    assert {"plan", "train-agent", "evaluate", "sweep"} <= set(parsers)
     missing = [f"{name} {a.option_strings or a.dest}" for name, p in parsers.items() for a in p._actions
                if not a.help or a.help == argparse.SUPPRESS and a.dest != "debug"]
     assert missing == []
