@@ -60,17 +60,23 @@ def canonical_id(env_id: str) -> str:
     return env_id[len(NAMESPACE) + 1:] if env_id.startswith(NAMESPACE + "/") else env_id
 
 
-def _deprecated_alias(env_id: str, entry_point: str):
-    def make(**kwargs):
+class DeprecatedAlias:
+    """Entry point of a bare id: warns, then makes the namespaced id's env (picklable, unlike a closure)."""
+
+    def __init__(self, env_id: str, entry_point: str) -> None:
+        self.env_id, self.entry_point = env_id, entry_point
+
+    def __call__(self, **kwargs):
         import warnings
 
         from gymnasium.envs.registration import load_env_creator
 
-        warnings.warn(f"{env_id} is deprecated: use gym.make({namespaced(env_id)!r}) (same env, namespaced id)",
-                      DeprecationWarning, stacklevel=3)
-        return load_env_creator(entry_point)(**kwargs)
+        warnings.warn(f"{self.env_id} is deprecated: use gym.make({namespaced(self.env_id)!r}) (same env, "
+                      f"namespaced id)", DeprecationWarning, stacklevel=3)
+        return load_env_creator(self.entry_point)(**kwargs)
 
-    return make
+    def __repr__(self) -> str:
+        return f"DeprecatedAlias({self.env_id!r} -> {namespaced(self.env_id)!r})"
 
 
 def register_envs() -> None:
@@ -80,7 +86,7 @@ def register_envs() -> None:
         if namespaced(env_id) not in registry:
             register(id=namespaced(env_id), entry_point=entry_point, max_episode_steps=steps)
         if env_id not in registry:
-            register(id=env_id, entry_point=_deprecated_alias(env_id, entry_point), max_episode_steps=steps)
+            register(id=env_id, entry_point=DeprecatedAlias(env_id, entry_point), max_episode_steps=steps)
 
 
 def action_from_plan(plan: Plan) -> dict[str, np.ndarray]:

@@ -58,7 +58,7 @@ def test_ids_are_registered_with_time_limits() -> None:
         spec = gym.spec(env_id)
         assert spec.max_episode_steps is not None and spec.max_episode_steps > 0
     assert set(envs.SIMULATED_IDS) <= set(envs.ALL_IDS)
-    assert gym.spec("EdgeSplitTrain-v0").entry_point == "edgesplit.envs.train_env:EdgeSplitTrainEnv"
+    assert gym.spec("edgesplit/EdgeSplitTrain-v0").entry_point == "edgesplit.envs.train_env:EdgeSplitTrainEnv"
     env = gym.make("envs:EdgeSplit-v0", n_devices=3)
     assert env.unwrapped.n_devices == 3 and env.spec.max_episode_steps == envs.DEFAULT_ROUNDS
 
