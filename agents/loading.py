@@ -2,7 +2,7 @@
 
 **Algorithms** (:data:`ALGOS`, the names RL Baselines3 Zoo uses): ``ppo``, ``a2c``, ``sac``, ``td3``
 from stable-baselines3; ``ppo_mask`` (MaskablePPO), ``ppo_lstm`` (RecurrentPPO), ``tqc`` and
-``trpo`` from sb3-contrib (``pip install -e .[contrib]``).
+``trpo`` from sb3-contrib (a dependency).
 
 **Safe loading** (:func:`load_model`). A stable-baselines3 ``.zip`` holds the network weights as
 torch state dicts (``*.pth``, read with ``torch.load(weights_only=True)``: tensors only) and the
@@ -86,7 +86,7 @@ def algo_class(algo: str) -> type:
         module = __import__(package)
     except ImportError:
         raise MissingExtraError(f"algo: {algo} is in sb3-contrib, which is not installed; "
-                                f"pip install -e '.[contrib]' (or pip install sb3-contrib)") from None
+                                f"pip install sb3-contrib (a dependency of edgesplit: reinstall with bash install.sh)") from None
     return getattr(module, cls)
 
 

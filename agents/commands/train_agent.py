@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="environment id (edgesplit/EdgeSplit-v0, edgesplit/EdgeSplitDynamic-v0; the namespace is optional)")
     p.add_argument("--algo", default="ppo", choices=ALGO_CHOICES,
                    help="algorithm: ppo, a2c, sac, td3 (stable-baselines3); ppo_mask = MaskablePPO, ppo_lstm = "
-                        "RecurrentPPO, tqc, trpo (sb3-contrib: pip install -e '.[contrib]')")
+                        "RecurrentPPO, tqc, trpo (sb3-contrib)")
     p.add_argument("--wrapper", default=None, choices=WRAPPER_CHOICES,
                    help="action wrapper (default: forecast; hybrid for ppo_mask; or the --config file's env_wrapper)")
     p.add_argument("--timesteps", type=int, default=None,
