@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgesplit.distributed import planning
 from edgesplit.distributed.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
@@ -853,3 +855,32 @@ def test_run_config_carries_own_profiles_that_match_the_cost_model() -> None:
             [v / d.speed for v in cfg.profile_fwd_s[:c] + cfg.profile_bwd_s[:c]]
         srv = cfg.server_fwd_s[c:] + cfg.server_bwd_s[c:]
         assert k[i] * sc.batch_size * (sum(dev) + sum(srv)) == pytest.approx(cm.compute_s[i, c - 1], rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(word=st.integers(0, HEADER_LEN - 1), value=st.integers(-(1 << 63), (1 << 63) - 1),
+       flip=st.integers(0, 10_000), garbage=st.binary(min_size=0, max_size=64))
+def test_fuzzed_messages_are_a_clear_error_never_a_crash_or_a_success(word: int, value: int, flip: int,
+                                                                      garbage: bytes) -> None:
+    """Issue 10 item 7 for the wire: any altered header word, any flipped body byte, any garbage
+    header is a ProtocolError (one clear line), never another exception and never accepted."""
+    msg = Message(MessageType.WEIGHTS_UP, round=3, seq=1, info={"samples": 16},
+                  tensors={"u1/w": torch.arange(12.0).reshape(3, 4), "u1/b": torch.ones(3)})
+    h, b = encode(msg, RUN, 1, 0, LinkAuth(KEY))
+    bad = h.clone()
+    if int(bad[word]) == value:
+        value ^= 1
+    bad[word] = value
+    with pytest.raises(ProtocolError) as err:
+        decode(bad, b, RUN, 1, 0, LinkAuth(KEY))
+    assert "\n" not in str(err.value)
+    body = b.clone()
+    body[flip % body.numel()] ^= 1 + flip % 255
+    with pytest.raises(ProtocolError, match="HMAC"):
+        decode(h, body, RUN, 1, 0, LinkAuth(KEY))
+    raw = (garbage + bytes(HEADER_LEN * 8))[: HEADER_LEN * 8]
+    with pytest.raises(ProtocolError):
+        decode(torch.frombuffer(bytearray(raw), dtype=torch.int64).clone(), b, RUN, 1, 0, LinkAuth(KEY))

@@ -140,19 +140,14 @@ def make_optimizer(module: torch.nn.Module, lr: float, momentum: float) -> Plain
     return PlainSGD(params, lr, momentum) if params else None
 
 
-_DATA_CACHE: dict[tuple, Any] = {}
-
-
 def load_train_data(dataset: str, data_dir: str | None, seed: int, total: int) -> Any:
-    """The training split of ``dataset`` (an :class:`~edgesplit.datasets.ArrayDataset`), cached per
-    process: the launcher's zygote loads it once before forking, so the devices share it."""
-    from edgesplit.datasets import SYNTHETIC_SIZES, load_dataset
+    """The training split of ``dataset`` (an :class:`~edgesplit.datasets.ArrayDataset`) through the
+    one per-process dataset lookup (:func:`edgesplit.datasets.get_dataset`): the launcher's zygote
+    loads it once before forking, so the devices share it. Treat it as read-only."""
+    from edgesplit.datasets import SYNTHETIC_SIZES, get_dataset
 
     size = max(total, SYNTHETIC_SIZES["train"]) if dataset.startswith("synthetic") else None
-    key = (dataset, str(data_dir), seed, size)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = load_dataset(dataset, "train", data_dir, seed=seed, synthetic_size=size)
-    return _DATA_CACHE[key]
+    return get_dataset(dataset, "train", data_dir, synthetic_size=size, seed=seed)
 
 
 def prewarm(cfg: RunConfig, data_dir: str | None = None) -> None:
