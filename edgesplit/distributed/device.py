@@ -39,7 +39,7 @@ from edgesplit.distributed.common import (
 )
 from edgesplit.distributed.config import DeviceSpec, Fault
 from edgesplit.distributed.emulation import ComputeEmulator
-from edgesplit.distributed.protocol import Message, MessageType, ProtocolError, expect
+from edgesplit.distributed.protocol import Message, MessageType, PeerReportedError, ProtocolError, expect
 from edgesplit.distributed.ratelimit import TokenBucket
 from edgesplit.distributed.transport import PeerLost, Transport
 from edgesplit.engine import DeviceStream, client_segment, load_units
@@ -254,7 +254,8 @@ class ClusterDevice:
         try:
             self._setup()
         except EdgeSplitError as exc:
-            if not isinstance(exc, PeerLost):  # tell the server why (a missing dataset, say), then stop
+            # tell the server why (a missing dataset, say), then stop; not when the server is the one stopping
+            if not isinstance(exc, (PeerLost, PeerReportedError)):
                 try:
                     self.tr.send(0, Message(MessageType.ERROR, SETUP_ROUND, 0, {"error": str(exc)}), 10.0)
                 except EdgeSplitError:

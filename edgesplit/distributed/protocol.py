@@ -76,6 +76,10 @@ class RunMismatchError(ProtocolError):
     """A peer (or one of its messages) belongs to another run or speaks another protocol version."""
 
 
+class PeerReportedError(ProtocolError):
+    """The peer sent an ``ERROR`` message: it stops, and says why."""
+
+
 class MessageType(enum.IntEnum):
     """Kinds of messages. Device -> server: HELLO, READY, ACTIVATIONS, PROGRESS, WEIGHTS_UP,
     ROUND_DONE, ERROR. Server -> device: CONFIG, ROUND_START, GRADIENT, WEIGHTS_DOWN, SHUTDOWN, ERROR."""
@@ -345,7 +349,7 @@ def expect(msg: Message, *types: MessageType, round: int | None = None) -> Messa
     """Return ``msg`` if its type is one of ``types`` (and its round is ``round``); else raise."""
     if msg.type not in types:
         if msg.type == MessageType.ERROR:
-            raise ProtocolError(f"rank {msg.sender} reported an error: {msg.info.get('error', '?')}")
+            raise PeerReportedError(f"rank {msg.sender} reported an error: {str(msg.info.get('error', '?'))[:500]}")
         raise ProtocolError(
             f"unexpected {msg.type.name} message from rank {msg.sender} "
             f"(expected {' or '.join(t.name for t in types)})"
