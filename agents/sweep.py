@@ -143,6 +143,79 @@ def _ray_trainable(config: dict[str, Any]) -> None:
     tune.report({k: (math.nan if v is None else v) for k, v in row.items() if isinstance(v, (int, float)) or v is None})
 
 
+def _train_trainable(config: dict[str, Any]) -> None:
+    from ray import tune
+
+    res = _train_one(config["item"]["cfg"], config["item"]["result"])
+    tune.report({"timesteps": res["timesteps"], "wall_s": res["wall_s"]})
+
+
+def _train_one(cfg_dict: dict[str, Any], result_file: str) -> dict[str, Any]:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    from edgesplit.agents.training import TrainConfig, train
+
+    d = dict(cfg_dict)
+    d["eval_baselines"] = tuple(d.get("eval_baselines", ()))
+    d["explicit"] = tuple(d.get("explicit", ()))
+    res = train(TrainConfig(**d))
+    row = {"run_dir": str(res.run_dir), "model_path": str(res.model_path), "metadata_path": str(res.metadata_path),
+           "timesteps": res.timesteps, "wall_s": res.wall_s, "steps_per_s": res.steps_per_s,
+           "env_steps_per_s": res.env_steps_per_s}
+    Path(result_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(result_file).write_text(json.dumps(row))
+    return row
+
+
+def train_many(configs: Sequence[Any], workers: int = 1, address: str | None = None,
+               storage: str | Path | None = None) -> list[dict[str, Any]]:
+    """Train every :class:`~edgesplit.agents.training.TrainConfig` of ``configs``: one after another
+    in this process when ``workers == 1`` and no ``address``, else as Ray Tune trials (``workers``
+    at a time on local Ray, or on the cluster at ``address``). Returns, in the order of
+    ``configs``, dicts with ``run_dir``, ``model_path``, ``metadata_path``, ``timesteps``,
+    ``wall_s``, ``steps_per_s``, ``env_steps_per_s``. This is what the study entry points call
+    (``experiments/rl_vs_alternating.py --workers W --address ADDR``)."""
+    items = []
+    for i, c in enumerate(configs):
+        d = asdict(c)
+        d["out"] = str(Path(d["out"]).resolve())
+        if d.get("traces"):
+            d["traces"] = str(Path(d["traces"]).resolve()) if Path(d["traces"]).exists() else d["traces"]
+        if d.get("config"):
+            d["config"] = str(Path(d["config"]).resolve())
+        d["progress_bar"] = False
+        result = Path(storage or d["out"]).resolve() / "train_many" / f"{i:04d}.json"
+        items.append({"cfg": d, "result": str(result)})
+    if workers <= 1 and not address:
+        return [_train_one(it["cfg"], it["result"]) for it in items]
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise MissingExtraError("--workers/--address: Ray Tune is not installed; pip install -e '.[sweep]'") from None
+    started = not ray.is_initialized()
+    if started:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        ray.init(address=address, **kwargs) if address else ray.init(num_cpus=workers, **kwargs)
+    try:
+        for it in items:
+            Path(it["result"]).unlink(missing_ok=True)
+        tuner = tune.Tuner(tune.with_resources(_train_trainable, {"cpu": 1}),
+                           param_space={"item": tune.grid_search(items)},
+                           tune_config=tune.TuneConfig(max_concurrent_trials=workers),
+                           run_config=tune.RunConfig(name="train_many", verbose=0,
+                                                     storage_path=str(Path(storage or items[0]["cfg"]["out"]).resolve() / "ray"),
+                                                     failure_config=tune.FailureConfig(max_failures=0)))
+        results = tuner.fit()
+        errors = [str(r.error).splitlines()[-1] for r in results if r.error is not None]
+    finally:
+        if started:
+            ray.shutdown()
+    if errors:
+        raise RuntimeError(f"train_many: {len(errors)} of {len(items)} trainings failed; first: {errors[0][:300]}")
+    return [json.loads(Path(it["result"]).read_text()) for it in items]
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 

@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="*", default=None,
                    help="evaluate these saved policies (paths) instead of training new ones")
     p.add_argument("--shipped", action="store_true", help="also evaluate the shipped policy (`learned`)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="train the seeds as parallel Ray Tune trials (needs the sweep extra); 1 = one after another here")
+    p.add_argument("--address", default=None, help="train on this Ray cluster (ray://HEAD:10001) instead of locally")
     args = p.parse_args(argv)
 
     out = Path(args.out)
@@ -244,18 +247,20 @@ def main(argv: list[str] | None = None) -> int:
     learned: list[Policy] = []
     wall = sps = env_sps = 0.0
     if args.models is None:
-        for seed in range(args.seeds):
-            cfg = TrainConfig(env_id="EdgeSplitDynamic-v0", algo=args.algo, wrapper=args.wrapper,
-                              timesteps=args.timesteps, seed=seed, out=str(out / "runs"), n_devices=args.n_devices,
-                              traces=traces_dir, trace_split="train", reward=args.reward, net=args.net,
-                              n_envs=args.n_envs, checkpoint_every=max(args.timesteps // 2, 1),
-                              progress_bar=False, print_every_s=60.0,
-                              command="python -m experiments.rl_vs_alternating " + " ".join(sys.argv[1:]))
-            res = train(cfg)
-            wall += res.wall_s
-            sps += res.steps_per_s / args.seeds
-            env_sps += res.env_steps_per_s / args.seeds
-            learned.append(LearnedPolicy(res.metadata_path, name=f"learned (seed {seed})"))
+        from edgesplit.agents.sweep import train_many
+
+        cfgs = [TrainConfig(env_id="EdgeSplitDynamic-v0", algo=args.algo, wrapper=args.wrapper,
+                            timesteps=args.timesteps, seed=seed, out=str(out / "runs"), n_devices=args.n_devices,
+                            traces=traces_dir, trace_split="train", reward=args.reward, net=args.net,
+                            n_envs=args.n_envs, checkpoint_every=max(args.timesteps // 2, 1),
+                            progress_bar=False, print_every_s=60.0,
+                            command="python -m experiments.rl_vs_alternating " + " ".join(sys.argv[1:]))
+                for seed in range(args.seeds)]
+        for seed, res in enumerate(train_many(cfgs, args.workers, args.address)):
+            wall += res["wall_s"]
+            sps += res["steps_per_s"] / args.seeds
+            env_sps += res["env_steps_per_s"] / args.seeds
+            learned.append(LearnedPolicy(res["metadata_path"], name=f"learned (seed {seed})"))
     else:
         for i, m in enumerate(args.models):
             pol = get_policy(m)

@@ -67,3 +67,15 @@ def test_sweep_without_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch, 
     assert main(["sweep", "--algo", "ppo", "--seeds", "1", "--timesteps", "8", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install -e '.[sweep]'" in err
+
+
+def test_train_many_on_ray_returns_runs_in_order(tmp_path: Path) -> None:
+    pytest.importorskip("ray.tune")
+    from edgesplit.agents.sweep import train_many
+    from edgesplit.agents.training import TrainConfig
+
+    cfgs = [TrainConfig(env_id="edgesplit/EdgeSplit-v0", n_devices=3, n_envs=2, timesteps=64, seed=s, out=str(tmp_path),
+                        hyperparams={"n_steps": 32, "batch_size": 64, "n_epochs": 1}, tensorboard=False) for s in (4, 5)]
+    res = train_many(cfgs, workers=2)
+    assert [Path(r["run_dir"]).name.split("__")[2] for r in res] == ["4", "5"]
+    assert all(Path(r["metadata_path"]).is_file() and r["timesteps"] == 64 for r in res)
