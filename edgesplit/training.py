@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from edgesplit.costmodel import CostModel, transfer_seconds
+from edgesplit.costmodel import CostModel, server_share, transfer_seconds
 from edgesplit.datasets import DATASETS, ZOO_DATASET, ArrayDataset, DatasetError, get_dataset, split_dataset
 from edgesplit.devices import generate_scenario
 from edgesplit.engine import RoundStats, SplitTrainer, resolve_device
@@ -266,42 +266,25 @@ def warm_up(trainer: SplitTrainer) -> float:
 # ----------------------------------------------------------------------------- measured timing
 
 
-def _server_speed(s: Scenario) -> float:
-    return s.server.speed / (s.n_devices if s.server.sharing == "shared" else 1)
-
-
-def _own_profile(obj: Any, reference: LayerProfile) -> LayerProfile | None:
-    prof = getattr(obj, "profile", None)
-    if isinstance(prof, LayerProfile) and prof.n_layers == reference.n_layers:
-        return prof
-    return None
-
-
 def hardware_ratios(scenario: Scenario) -> tuple[np.ndarray, np.ndarray]:
     """``(r, s)``, both ``(N, L)``: the factor turning host seconds of unit ``l`` into device
     ``i``'s seconds (``r``) and into the server's seconds for device ``i``'s replica (``s``).
 
-    Where a device (or the server) has its own per-layer profile the factor is that profile's
-    time over the reference profile's, layer by layer (a layer the reference times at 0 gets the
-    ratio of the totals); otherwise ``1 / speed`` (the server's divided by N when shared)."""
-    ref = scenario.profile
-    ref_t = np.asarray(ref.train_s, dtype=np.float64)
-    N, L = scenario.n_devices, scenario.n_layers
+    Per layer, the device's per-sample time (``Scenario.device_layer_seconds``: its own profile,
+    or the reference profile over its speed) over the reference profile's time; the server's
+    likewise (``Scenario.server_layer_seconds``) divided by its share (``costmodel.server_share``).
+    A layer the reference times at 0 gets the ratio of the totals."""
+    ref_t = np.asarray(scenario.profile.train_s, dtype=np.float64)
 
-    def per_layer(prof: LayerProfile | None, speed: float) -> np.ndarray:
-        if prof is None:
-            return np.full(L, 1.0 / speed)
-        own = np.asarray(prof.train_s, dtype=np.float64)
+    def ratio(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
+        own = np.asarray(fwd, dtype=np.float64) + np.asarray(bwd, dtype=np.float64)
         total = own.sum() / ref_t.sum()
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(ref_t > 0, own / np.where(ref_t > 0, ref_t, 1.0), total)
 
-    r = np.stack([per_layer(_own_profile(d, ref), float(d.speed)) for d in scenario.devices])
-    srv = per_layer(_own_profile(scenario.server, ref), 1.0) if _own_profile(scenario.server, ref) is not None \
-        else np.full(L, 1.0 / scenario.server.speed)
-    if scenario.server.sharing == "shared":
-        srv = srv * N
-    return r, np.broadcast_to(srv, (N, L)).copy()
+    r = np.stack([ratio(*scenario.device_layer_seconds(i)) for i in range(scenario.n_devices)])
+    srv = ratio(*scenario.server_layer_seconds()) / server_share(scenario)
+    return r, np.broadcast_to(srv, r.shape).copy()
 
 
 @dataclass

@@ -86,8 +86,8 @@ class EdgeSplitTrainEnv(EdgeSplitEnv):
        ``info["stalled"]``; no training happens in such a round).
     3. Truncation: the registered ``TimeLimit`` (``max_episode_steps = 20``).
 
-    Stepping after termination without ``reset()`` raises ``RuntimeError`` (the clock does not
-    run on).
+    Stepping after termination without ``reset()`` raises ``gymnasium.error.ResetNeeded`` (the
+    clock does not run on).
 
     ## Arguments
 
@@ -218,7 +218,6 @@ class EdgeSplitTrainEnv(EdgeSplitEnv):
         self.data_scenario: Scenario | None = None
         self.records: list[dict[str, Any]] = []
         self.wall_clock_s = 0.0
-        self._done = False
 
     # -- the scenario of the cost model counts the samples actually trained per round
     def _episode_scenario(self, options: dict | None) -> Scenario:
@@ -261,7 +260,6 @@ class EdgeSplitTrainEnv(EdgeSplitEnv):
         acc, loss = self.trainer.evaluate(self.test_data)
         wall = time.perf_counter() - t0
         self.wall_clock_s = 0.0
-        self._done = False
         self.records = [{"round": 0, "sim_time_s": 0.0, "wall_s": 0.0, "test_acc": acc, "loss": loss}]
         info.update({"test_acc": acc, "test_loss": loss, "target_reached": self._reached(acc),
                      "profile_source": self.profile_source, "timing": self.timing})
@@ -281,11 +279,7 @@ class EdgeSplitTrainEnv(EdgeSplitEnv):
 
     def step(self, action: dict) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Run the round for real with the action's cuts, time it and evaluate the model."""
-        if self.trainer is None:
-            raise RuntimeError(f"{type(self).__name__}: call reset() before step()")
-        if self._done:
-            raise RuntimeError(f"{type(self).__name__}: the episode has terminated (round {self._round}); "
-                               f"call reset() before step()")
+        self._check_running()  # gymnasium.error.ResetNeeded before reset() and after termination
         cuts, shares, _, hi = self._parse_action(action)
         eff, clipped = self._mask(cuts, hi)
         cuts1 = (eff + 1).astype(np.int64)
@@ -341,7 +335,8 @@ class EdgeSplitTrainEnv(EdgeSplitEnv):
                              "test_acc": acc, "loss": loss})
         self._last = info
         terminated = bool(terminated or reached)
-        self._done = terminated
+        if terminated:
+            self._needs_reset = True
         return self._observation(), reward, terminated, False, info
 
     def records_frame(self) -> pd.DataFrame:
@@ -399,7 +394,7 @@ class EdgeSplitTrainV1Env(EdgeSplitTrainEnv):
        nothing is trained in it).
     3. Truncation: the registered ``TimeLimit`` (``max_episode_steps = 20``).
 
-    Stepping after termination without ``reset()`` raises ``RuntimeError``.
+    Stepping after termination without ``reset()`` raises ``gymnasium.error.ResetNeeded``.
 
     ## Arguments
 

@@ -100,3 +100,22 @@ def test_cuda_training_matches_cpu():
         outs.append(st.train_loss)
         assert np.asarray(st.unit_s).sum() > 0
     assert outs[0] == pytest.approx(outs[1], rel=1e-3)
+
+
+def test_own_device_profile_maps_each_layer_by_its_ratio():
+    from dataclasses import replace
+
+    from edgesplit.devices import generate_scenario
+    from edgesplit.profiles import load_builtin_profile
+    from edgesplit.scenario import Scenario
+    from edgesplit.training import hardware_ratios
+
+    ref = load_builtin_profile("small_cnn", "mnist")
+    factor = np.array([2.0, 3.0, 4.0, 5.0, 6.0])
+    own = replace(ref, fwd_s=ref.fwd_s * factor, bwd_s=ref.bwd_s * factor)
+    s = generate_scenario(ref, 2, seed=0, server_speed=2.0, sharing="shared")
+    s = Scenario(ref, s.batch_size, (replace(s.devices[0], profile=own), s.devices[1]), s.server)
+    r, srv = hardware_ratios(s)
+    np.testing.assert_allclose(r[0], factor)  # per layer, not one speed
+    np.testing.assert_allclose(r[1], 1.0 / s.devices[1].speed)
+    np.testing.assert_allclose(srv, 2 / 2.0)  # a shared server: 1/speed over its 1/N share

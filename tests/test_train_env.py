@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
 
 from edgesplit import envs  # noqa: F401 - registers the ids
@@ -88,14 +89,19 @@ def test_step_after_termination_raises_until_reset():
     env.reset(seed=0)
     _, _, terminated, _, info = env.step({"cuts": np.array([0, 0]), "shares": np.array([1.0, 0.0])})
     assert terminated and info["stalled"]
-    with pytest.raises(RuntimeError, match="reset"):
+    with pytest.raises(ResetNeeded, match="reset"):
         env.step({"cuts": np.array([0, 0]), "shares": np.array([0.5, 0.5])})
     env.reset(seed=0)
     for _ in range(TINY["rounds"]):
         _, _, terminated, _, _ = env.step({"cuts": np.array([0, 0]), "shares": np.array([0.5, 0.5])})
     assert terminated
-    with pytest.raises(RuntimeError, match="terminated"):
+    with pytest.raises(ResetNeeded, match="terminated"):
         env.step({"cuts": np.array([0, 0]), "shares": np.array([0.5, 0.5])})
+    env = EdgeSplitTrainEnv(**TINY, target_accuracy=0.01)
+    env.reset(seed=0)
+    assert env.step(env.action_space.sample())[2]  # terminated: the target is reached
+    with pytest.raises(ResetNeeded):
+        env.step(env.action_space.sample())
 
 
 def _scenario(model: str = "small_cnn", batch_size: int = 16):
