@@ -196,9 +196,12 @@ class UnitTimer:
 
     def add_step(self, seg: "Segment", seconds: float) -> None:
         """Spread ``seconds`` of an optimiser step over ``seg``'s units by parameter count."""
-        counts = np.array([sum(p.numel() for p in u.parameters() if p.requires_grad) for u in seg.units], float)
-        if counts.sum() > 0:
-            self.step_s[seg.start:seg.end] += seconds * counts / counts.sum()
+        share = seg.__dict__.get("_param_share")
+        if share is None:  # once per segment: its units' parameter counts as fractions
+            counts = np.array([sum(p.numel() for p in u.parameters() if p.requires_grad) for u in seg.units], float)
+            share = counts / counts.sum() if counts.sum() > 0 else counts
+            seg.__dict__["_param_share"] = share
+        self.step_s[seg.start:seg.end] += seconds * share
 
 
 def _check_cut(model: SplitModel, cut: int) -> int:
