@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed passes per unit (the median is kept)")
     p.add_argument("--warmup", type=int, default=2, help="untimed passes per unit before timing")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the input batch")
+    p.add_argument("--device", default="cpu", help="torch device to profile on: cpu, cuda or auto (CUDA when available)")
     p.add_argument("--import-testbed", nargs=2, metavar=("TIMES.csv", "MEMORY.csv"),
                    help="import per-machine testbed profiles instead of measuring")
     p.add_argument("--out-dir", metavar="DIR", help="with --import-testbed: folder for one CSV per machine")
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         prof = profile_model(args.model, args.dataset, batch_size=args.batch_size, warmup=args.warmup,
-                             repeats=args.repeats, seed=args.seed, progress=progress)
+                             repeats=args.repeats, seed=args.seed, progress=progress, device=args.device)
     finally:
         if bar is not None:
             bar.close()
