@@ -119,3 +119,20 @@ def test_own_device_profile_maps_each_layer_by_its_ratio():
     np.testing.assert_allclose(r[0], factor)  # per layer, not one speed
     np.testing.assert_allclose(r[1], 1.0 / s.devices[1].speed)
     np.testing.assert_allclose(srv, 2 / 2.0)  # a shared server: 1/speed over its 1/N share
+
+
+def test_profiler_device_option():
+    from edgesplit.profiler import profile_model
+
+    prof = profile_model("small_cnn", "mnist", batch_size=4, warmup=0, repeats=1, device="auto")
+    assert prof.n_layers == 5 and (prof.fwd_s > 0).all()
+    with pytest.raises(EdgeSplitError, match="device"):
+        profile_model("small_cnn", "mnist", batch_size=4, warmup=0, repeats=1, device="tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_profiler_on_cuda_names_the_gpu():
+    from edgesplit.profiler import profile_model
+
+    prof = profile_model("small_cnn", "mnist", batch_size=4, warmup=1, repeats=2, device="cuda")
+    assert "GPU" in prof.host and (prof.fwd_s > 0).all()
