@@ -1,11 +1,15 @@
 """Learned and classical schedulers behind one policy interface, their training and evaluation.
 
 - :mod:`edgesplit.agents.policies`: :class:`~edgesplit.agents.policies.Policy` and :func:`~edgesplit.agents.policies.get_policy`
-  (``alternating``, ``exact``, ``static``, ``oracle``, ``psl``, ``random``, ``learned``, a saved path);
+  (``alternating``, ``exact``, ``static``, ``mpc``, ``mpc-harmonic``, ``robust-mpc``, ``pf``, ``psl``,
+  ``random``, the reference ``oracle``, ``learned``, a saved path);
+- :mod:`edgesplit.agents.classical`: the classical policies of ``EdgeSplitDynamic-v1`` (two time scales);
+- :mod:`edgesplit.agents.classical_oracle`: v1's oracle (LP on the future rates, bisection on T);
 - :mod:`edgesplit.agents.environment`: the envs as agents see them (rate features, the ``forecast`` action,
   trace splits);
 - :mod:`edgesplit.agents.training`: ``edgesplit train-agent`` (stable-baselines3 PPO/A2C/SAC/TD3);
-- :mod:`edgesplit.agents.evaluation`: ``edgesplit evaluate`` (same episodes for every policy).
+- :mod:`edgesplit.agents.evaluation`: ``edgesplit evaluate`` (same episodes for every policy; IQM and
+  stratified bootstrap CIs; ``run_episode``, ``evaluate_policies``, ``evaluate_v1``, ``summarize_v1``).
 
 The shipped policy lives in ``agents/shipped`` (``--policy learned``); ``docs/agents.md`` says how
 it was trained and what it achieves.

@@ -14,16 +14,28 @@ name               what it does each round
 ``alternating``    the paper's alternating algorithm, re-solved on the last measured rates
 ``exact``          the global optimum (bisection), re-solved on the last measured rates
 ``static``         ``exact`` planned once at reset on the nominal (link-class mean) rates
-``oracle``         ``exact`` on the *true* mean rates of the coming round (clairvoyant: a bound,
-                   not a real scheduler; see :class:`OraclePolicy`)
+``mpc``            (v1 only) cuts by ``exact`` on the measured mean rates; shares of the bits left
+                   re-solved every interval on the last measured rates
+``mpc-harmonic``   (v1 only) ... on the harmonic mean of the last ``k`` measured rates
+``robust-mpc``     (v1 only) ... on that mean / (1 + the largest recent relative forecast error)
+``pf``             (v1 only) the plan's shares tilted towards devices whose last rate is high
+                   against their recent average (proportional-fair style)
+``oracle``         the reference, not a policy: clairvoyant. v1: cuts by ``exact`` on the
+                   round's true mean rates, shares of every interval by a linear program on the
+                   future rates (:mod:`edgesplit.agents.classical_oracle`); v0: ``exact`` on the
+                   true mean rates of the coming round (:class:`OraclePolicy`)
 ``psl``            best single cut with equal shares, re-solved on the last measured rates
 ``random``         a random feasible plan (seeded by the episode seed)
 ``learned``        the policy that ships with the package (``agents/shipped``)
 a path             a policy saved by ``edgesplit train-agent`` (``.zip`` with its ``.json``)
 =================  ==========================================================================
 
-In ``EdgeSplit-v0`` (fixed rates) the last measured rates are the true ones, so ``alternating``,
-``static`` and ``oracle`` coincide up to the solver (alternating vs exact).
+In ``EdgeSplitDynamic-v1`` the policy is called at every decision epoch (a cut epoch starting a
+round, then a share epoch every ``interval_s``); the v1 implementations live in
+:mod:`edgesplit.agents.classical` and read only ``env.unwrapped.policy_view()``. A policy that
+only plans per round keeps its shares within the round. In ``EdgeSplit-v0`` (fixed rates) the
+last measured rates are the true ones, so ``alternating``, ``static`` and ``oracle`` coincide up
+to the solver (alternating vs exact).
 """
 
 from __future__ import annotations
@@ -41,8 +53,29 @@ from edgesplit.agents.environment import FEATURES_VERSION, action_wrapper, rate_
 from edgesplit.schedulers import get_scheduler
 from edgesplit import envs
 
-CLASSICAL: tuple[str, ...] = ("alternating", "exact", "static", "oracle", "psl", "random")
-"""Names of the built-in (non-learned) policies."""
+CLASSICAL: tuple[str, ...] = ("alternating", "exact", "static", "mpc", "mpc-harmonic", "robust-mpc", "pf",
+                               "psl", "random")
+"""Names of the built-in classical policies (real schedulers: no future information)."""
+
+REFERENCE: tuple[str, ...] = ("oracle",)
+"""Names of the references (clairvoyant; gaps are measured against them, they are not policies)."""
+
+V1_ONLY: tuple[str, ...] = ("mpc", "mpc-harmonic", "robust-mpc", "pf")
+"""Classical policies that need the interval epochs of ``EdgeSplitDynamic-v1``."""
+
+V1_CLASSICAL: tuple[str, ...] = ("alternating", "exact", "static", "mpc", "mpc-harmonic", "robust-mpc", "pf")
+"""The classical policies every ``EdgeSplitDynamic-v1`` comparison includes (the best of them is
+the bar a learned scheduler must clear)."""
+
+
+def policy_kinds(env_id: str = "EdgeSplitDynamic-v1") -> list[dict[str, str]]:
+    """``[{"name", "kind"}]`` of every policy available for ``env_id``: ``classical``, ``reference``
+    or ``learned`` (the shipped one; any saved path is learned too)."""
+    names = [n for n in CLASSICAL if env_id == "EdgeSplitDynamic-v1" or n not in V1_ONLY]
+    out = [{"name": n, "kind": "classical"} for n in names]
+    out += [{"name": n, "kind": "reference"} for n in REFERENCE]
+    out.append({"name": "learned", "kind": "learned"})
+    return out
 
 SHIPPED_STEM = "edgesplit-dynamic-n10"
 """Base name of the shipped policy's files in ``agents/shipped`` (``.zip`` + ``.json``)."""
@@ -267,25 +300,71 @@ def shipped_policy_path() -> Path:
     return p
 
 
+class ByEnvPolicy(Policy):
+    """A policy with an ``EdgeSplitDynamic-v1`` implementation (a
+    :class:`~edgesplit.agents.classical.TwoTimescalePolicy`, called at every decision epoch) and,
+    optionally, one for the per-round envs; the env bound at :meth:`reset` picks which."""
+
+    def __init__(self, name: str, v1: Any, v0: Policy | None = None) -> None:
+        self.name = name
+        self.v1 = v1
+        self.v0 = v0
+        self._active: Any = None
+
+    def reset(self, env: gym.Env, seed: int | None = None) -> None:
+        """Bind the episode with the implementation for ``env``."""
+        super().reset(env, seed)
+        from edgesplit.agents.classical import is_two_timescale
+
+        if is_two_timescale(env):
+            self.v1.bind(env, seed)
+            self._active = self.v1
+        elif self.v0 is not None:
+            self.v0.reset(env, seed)
+            self._active = self.v0
+        else:
+            raise ValueError(f"policy {self.name!r}: needs EdgeSplitDynamic-v1 (re-divides the band within a round)")
+
+    def act(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The native action for the coming epoch (v1) or round."""
+        if self._active is self.v1:
+            return self.v1.act_view(self.base.policy_view())
+        return self._active.act(obs, info)
+
+
 def get_policy(spec: str | Path, **options: Any) -> Policy:
-    """The policy called ``spec`` (a name of :data:`CLASSICAL`, ``learned``, or a saved policy's path)."""
+    """The policy called ``spec`` (a name of :data:`CLASSICAL` or :data:`REFERENCE`, ``learned``, or a
+    saved policy's path). ``options`` go to the v1 implementation (e.g. ``pf``'s ``exponent`` and
+    ``window_s``, ``mpc-harmonic``'s ``k``, the oracle's ``iterations``)."""
+    from edgesplit.agents import classical as cl
+    from edgesplit.agents.classical_oracle import OracleV1Policy
+
     name = str(spec)
     if name == "alternating":
-        return SchedulerPolicy("alternating", "alternating")
+        return ByEnvPolicy(name, cl.PlannerPolicy(name, "alternating", "round"), SchedulerPolicy(name, "alternating"))
     if name == "exact":
-        return SchedulerPolicy("exact", "exact")
+        return ByEnvPolicy(name, cl.PlannerPolicy(name, "exact", "round"), SchedulerPolicy(name, "exact"))
     if name == "static":
-        return SchedulerPolicy("static", "exact", once=True)
+        return ByEnvPolicy(name, cl.PlannerPolicy(name, "exact", "nominal"), SchedulerPolicy(name, "exact", once=True))
+    if name == "mpc":
+        return ByEnvPolicy(name, cl.MPCPolicy(name, "last", **options))
+    if name == "mpc-harmonic":
+        return ByEnvPolicy(name, cl.MPCPolicy(name, "harmonic", **options))
+    if name == "robust-mpc":
+        return ByEnvPolicy(name, cl.MPCPolicy(name, "robust", **options))
+    if name == "pf":
+        return ByEnvPolicy(name, cl.ProportionalFairPolicy(name, **options))
     if name == "psl":
-        return SchedulerPolicy("psl", "psl")
+        return ByEnvPolicy(name, cl.PlannerPolicy(name, "psl", "round"), SchedulerPolicy(name, "psl"))
     if name == "random":
         return RandomPolicy()
     if name == "oracle":
-        return OraclePolicy(**options)
+        return ByEnvPolicy(name, OracleV1Policy(**{k: v for k, v in options.items() if k == "iterations"}),
+                           OraclePolicy(**options))
     if name == "learned":
         return LearnedPolicy(shipped_policy_path(), name="learned")
     p = Path(name)
     if p.suffix in (".zip", ".json") or p.is_dir() or p.exists():
         return LearnedPolicy(p)
-    raise ValueError(f"policy: {name!r} is neither a policy name ({', '.join(CLASSICAL)}, learned) "
+    raise ValueError(f"policy: {name!r} is neither a policy name ({', '.join(CLASSICAL + REFERENCE)}, learned) "
                      f"nor an existing saved policy (.zip/.json or run folder)")

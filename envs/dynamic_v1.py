@@ -604,8 +604,8 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
                 break
             idx = np.flatnonzero(sending)
             s = eff_sh[idx] / total
-            with np.errstate(divide="ignore", over="ignore"):
-                units = left[idx] / (s * scale[idx])
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                units = np.where(left[idx] > 0, left[idx] / (s * scale[idx]), 0.0)
             ok = np.isfinite(units)
             ttf = np.full(idx.size, math.inf)
             if ok.any():
@@ -717,20 +717,36 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
         """REFERENCE ONLY (the ``oracle``): bits each link delivers with the whole band in the windows
         ``[edges_s[j], edges_s[j+1])`` of the global clock (``edges_s`` increasing, from the clock on).
         Shape ``(len(edges_s) - 1, N)``. It reads the coming rates: no policy may call it; the
-        honesty tests check that nothing a policy sees depends on it."""
+        honesty tests check that nothing a policy sees depends on them."""
         e = np.asarray(edges_s, dtype=np.float64)
-        if e.ndim != 1 or e.size < 2 or (np.diff(e) < 0).any() or e[0] < self._clock - 1e-9:
-            raise ValueError("edges_s: expected an increasing 1-D array of >= 2 times from the clock on")
-        U = self._units_grid(np.maximum(e, self._clock))
-        return np.diff(U, axis=0) * self._scale
+        if e.ndim != 1 or e.size < 2 or (np.diff(e) < 0).any():
+            raise ValueError("edges_s: expected an increasing 1-D array of >= 2 times")
+        return np.diff(self.reference_only_cumulative_bits(e), axis=0)
+
+    def reference_only_cumulative_bits(self, times_s: np.ndarray) -> np.ndarray:
+        """REFERENCE ONLY (the ``oracle``): bits each link delivers with the whole band from the clock
+        to each of ``times_s`` (global clock, each >= the clock): ``times_s`` of shape ``(E,)`` (the
+        same times for every device) or ``(E, N)`` (per device); returns ``(E, N)``. Reads the
+        coming rates: no policy may call it."""
+        t = np.asarray(times_s, dtype=np.float64)
+        N = self.n_devices
+        if t.ndim == 1:
+            t = np.broadcast_to(t[:, None], (t.size, N))
+        if t.ndim != 2 or t.shape[1] != N:
+            raise ValueError(f"times_s: expected shape (E,) or (E, {N}), got {np.shape(times_s)}")
+        if not np.isfinite(t).all() or (t < self._clock - 1e-9).any():
+            raise ValueError("times_s: every time must be finite and not before the clock")
+        t = np.maximum(t, self._clock)
+        return (self._units_grid(t) - self._U) * self._scale
 
     def _units_grid(self, times: np.ndarray) -> np.ndarray:
-        """Cumulative units of every device at each of ``times`` (>= clock): shape (E, N)."""
+        """Cumulative units of device ``i`` at ``times[:, i]`` (>= the clock): shape (E, N)."""
         ts = self.traceset
         N = self.n_devices
-        out = np.empty((times.size, N))
-        tmax = float(times[-1])
+        out = np.empty(times.shape)
         for i in range(N):
+            col = times[:, i]
+            tmax = float(col.max())
             k = int(self._k[i])
             seg_t = [float(self._seg0[i])]
             seg_u = [float(self._segU[i])]
@@ -745,9 +761,9 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
                 t_end += float(ts.period_s[k2])
                 j += 1
             st = np.asarray(seg_t)
-            which = np.maximum(np.searchsorted(st, times, side="right") - 1, 0)
+            which = np.maximum(np.searchsorted(st, col, side="right") - 1, 0)
             kk = np.asarray(seg_k, dtype=np.intp)[which]
-            loc = np.minimum(times - st[which], ts.period_s[kk])
+            loc = np.minimum(col - st[which], ts.period_s[kk])
             out[:, i] = np.asarray(seg_u)[which] + ts.bits_between(kk, 0.0, loc)
         return out
 

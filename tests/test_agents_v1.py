@@ -1,0 +1,226 @@
+"""Classical policies, the LP oracle and `edgesplit evaluate` on EdgeSplitDynamic-v1."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from edgesplit.agents.classical_oracle import ORACLE_TOLERANCE, lp_feasible, min_round_time_lp
+from edgesplit.agents.evaluation import (evaluate_v1, iqm, stratified_bootstrap_ci, summarize_v1)
+from edgesplit.agents.policies import REFERENCE, V1_CLASSICAL, V1_ONLY, get_policy, policy_kinds
+from edgesplit.cli import main
+from edgesplit.traces import load_families
+
+from .conftest import SHARED_DATA
+
+TRACES = SHARED_DATA / "traces"
+
+
+# ----------------------------------------------------------------------------- the LP oracle
+
+
+def _piecewise(rates: np.ndarray, width: float):
+    """cumulative(times (E, N)) for per-interval whole-band rates ``rates`` (J, N), constant after."""
+    edges = np.arange(rates.shape[0] + 1) * width
+    cum_edges = np.vstack([np.zeros(rates.shape[1]), np.cumsum(rates * width, axis=0)])
+
+    def cumulative(t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=float)
+        out = np.empty_like(t)
+        for i in range(rates.shape[1]):
+            x = t[:, i]
+            j = np.minimum(np.searchsorted(edges, x, side="right") - 1, rates.shape[0] - 1)
+            out[:, i] = cum_edges[j, i] + rates[j, i] * (x - edges[j])
+        return out
+
+    return cumulative
+
+
+def _finish_times(shares: np.ndarray, rates: np.ndarray, width: float, B: np.ndarray) -> np.ndarray:
+    """Brute-force simulator, batched: fixed shares per interval (``shares`` (K, J, N)), no
+    renormalisation; each device's finish time (K, N), inf if it never finishes."""
+    K, J, N = shares.shape
+    r = shares * rates[None]  # (K, J, N) rates each device gets
+    before = np.concatenate([np.zeros((K, 1, N)), np.cumsum(r * width, axis=1)], axis=1)  # bits at interval starts
+    out = np.full((K, N), np.inf)
+    for j in range(J - 1, -1, -1):  # the first interval where the bits are through wins
+        done = (before[:, j + 1] >= B) & (before[:, j] < B)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = j * width + (B - before[:, j]) / r[:, j]
+        out = np.where(done, t, out)
+    return out
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_lp_oracle_equals_brute_force_on_tiny_instances(case: int) -> None:
+    rng = np.random.default_rng(case)
+    J, N, width = 3, 2, 1.0
+    rates = rng.uniform(0.2, 3.0, size=(J, N))
+    rates[rng.integers(0, J), rng.integers(0, N)] = 0.0  # an outage somewhere
+    A = rng.uniform(0.0, 0.5, size=N)
+    B = np.array([rates[:2, 0].sum() * 0.45, rates[:2, 1].sum() * 0.4])
+    T, beta, edges = min_round_time_lp(B, A, 0.0, width, _piecewise(rates, width), T_hint=1.0, rtol=1e-9)
+    # brute force: device 0's share per interval on a grid, device 1 gets the rest
+    grid = np.linspace(0.0, 1.0, 81)
+    combos = np.array(list(itertools.product(grid, repeat=J)))  # device 0's share per interval
+    sh = np.stack([combos, 1.0 - combos], axis=2)  # (K, J, 2)
+    best = float(np.max(A + _finish_times(sh, rates, width, B), axis=1).min())
+    assert T <= best * (1 + 1e-5)  # LP_MARGIN asks for 1e-6 more bits
+    assert best <= T * 1.03  # the grid's resolution
+    # the LP's shares achieve T (checked by the independent simulator)
+    full = np.zeros((J, N))
+    full[:beta.shape[0]] = beta
+    assert float(np.max(A + _finish_times(full[None], rates, width, B))) <= T * (1 + 1e-6)
+
+
+def test_lp_feasibility_basics() -> None:
+    caps = np.array([[1.0, 1.0], [1.0, 1.0]])
+    assert lp_feasible(np.array([0.99, 0.99]), caps) is not None  # about half the band each, two intervals
+    assert lp_feasible(np.array([1.5, 1.0]), caps) is None  # 2.5 bits > 2 intervals' worth
+    beta = lp_feasible(np.array([1.99, 0.0]), caps)
+    assert beta is not None and beta[:, 0].sum() >= 1.99 - 1e-9
+
+
+# ----------------------------------------------------------------------------- the policies
+
+
+def _episode(env: gym.Env, pol, seed: int) -> float:
+    obs, info = env.reset(seed=seed)
+    pol.reset(env, seed)
+    total = 0.0
+    while True:
+        act = pol.act(obs, info)
+        assert env.action_space["cuts"].contains(np.asarray(act["cuts"], dtype=np.int64))
+        assert np.all(np.asarray(act["shares"]) >= 0) and np.isfinite(act["shares"]).all()
+        obs, _, term, trunc, info = env.step(act)
+        total += info["step_time_s"]
+        if term or trunc:
+            return total
+
+
+def test_no_classical_policy_beats_the_oracle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a set of episodes over real families no classical policy beats the oracle by more than
+    ORACLE_TOLERANCE; and no classical policy ever reads the reference-only accessors."""
+    from edgesplit.envs.dynamic_v1 import EdgeSplitDynamicV1Env
+
+    fams = load_families([TRACES / "conext23-starlink-roam", TRACES / "pensieve-train"])
+    totals: dict[str, list[float]] = {}
+    for fam in fams:
+        env = gym.make("EdgeSplitDynamic-v1", n_devices=4, rounds=3, traces=[fam])
+        for name in V1_CLASSICAL + REFERENCE:
+            pol = get_policy(name)
+            with monkeypatch.context() as m:
+                if name not in REFERENCE:
+                    for attr in ("reference_only_future_bits", "reference_only_cumulative_bits"):
+                        m.setattr(EdgeSplitDynamicV1Env, attr, lambda *a, **k: pytest.fail("a policy read the future"))
+                totals.setdefault(name, []).extend(_episode(env, pol, s) for s in range(2))
+    orc = np.asarray(totals["oracle"])
+    for name in V1_CLASSICAL:
+        assert np.mean(totals[name]) >= np.mean(orc) * (1 - ORACLE_TOLERANCE), name
+    assert np.mean(totals["alternating"]) > np.mean(orc)
+
+
+def test_v1_only_policies_refuse_the_per_round_envs() -> None:
+    env = gym.make("EdgeSplitDynamic-v0", n_devices=3)
+    env.reset(seed=0)
+    for name in V1_ONLY:
+        with pytest.raises(ValueError, match="EdgeSplitDynamic-v1"):
+            get_policy(name).reset(env, 0)
+
+
+def test_static_plans_once_and_fixed_share_policies_keep_their_shares() -> None:
+    env = gym.make("EdgeSplitDynamic-v1", n_devices=4, rounds=2)
+    obs, info = env.reset(seed=0)
+    pol = get_policy("static")
+    pol.reset(env, 0)
+    first = pol.act(obs, info)
+    obs, _, _, _, info = env.step(first)
+    again = pol.act(obs, info)
+    assert np.array_equal(first["shares"], again["shares"])
+
+
+def test_pf_tilts_towards_links_above_their_average() -> None:
+    from edgesplit.agents.classical import ProportionalFairPolicy
+
+    pol = ProportionalFairPolicy(exponent=2.0, window_s=100.0)
+    pol._plan_shares = np.array([0.5, 0.5])
+    view = {"past_rates_bps": np.array([[2.0, 1.0], [1.0, 1.0], [1.0, 1.0]]),
+            "past_durations_s": np.array([5.0, 5.0, 5.0]), "nominal_rate_bps": np.ones(2),
+            "sending": np.array([True, True])}
+    sh = pol.reshare(view)
+    assert sh[0] > sh[1]
+    assert sh[0] / sh[1] == pytest.approx((2.0 / (4 / 3)) ** 2)
+
+
+# ----------------------------------------------------------------------------- aggregation and the CLI
+
+
+def test_iqm_and_stratified_bootstrap() -> None:
+    assert iqm([1, 2, 3, 4, 100, -100, 2.5, 3.5]) == pytest.approx(np.mean([2, 2.5, 3, 3.5]))
+    lo, hi = stratified_bootstrap_ci([[1.0] * 5, [2.0] * 5], iqm, reps=200)
+    assert lo == hi == pytest.approx(1.5)  # no spread within strata: every resample is the same
+    lo, hi = stratified_bootstrap_ci([np.random.default_rng(0).normal(0, 1, 50)], iqm, reps=500)
+    assert lo < 0.3 and hi > -0.3 and lo < hi
+
+
+def test_summary_has_ratios_per_family() -> None:
+    fams = load_families(TRACES / "pensieve-train")
+    df = evaluate_v1("pf", fams, n_devices=3, episodes=2, seed=0, rounds=2)
+    s = summarize_v1(df, "pf")
+    assert s["families"] == ["fcc", "hsdpa"] and s["episodes"] == 2 and s["episodes_total"] == 4
+    assert s["best_classical"] in V1_CLASSICAL
+    for key in ("ratio_to_alternating", "ratio_to_best_classical", "ratio_to_oracle"):
+        assert s[key] is not None and s[key] > 0
+    assert s["ratio_to_best_classical"] >= 1 - 1e-12 or s["best_classical"] != "pf"
+    assert set(s["per_family"]) == {"fcc", "hsdpa"}
+    assert set(s["classical_ratio_to_oracle"]) == set(V1_CLASSICAL)
+    s_alt = summarize_v1(df, "alternating")
+    assert s_alt["ratio_to_alternating"] == pytest.approx(1.0)
+    s_orc = summarize_v1(df, "oracle")
+    assert s_orc["ratio_to_oracle"] == pytest.approx(1.0)
+
+
+def test_evaluate_cli_v1_json(capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", "--env", "EdgeSplitDynamic-v1", "--policy", "mpc-harmonic", "--episodes", "2",
+                 "--n-devices", "3", "--rounds", "2", "--traces", str(TRACES / "conext23-att"), "--seed", "3",
+                 "--json"]) == 0
+    cap = capsys.readouterr()
+    out = cap.out.strip().splitlines()
+    assert len(out) == 1
+    res = json.loads(out[0])
+    for key in ("policy", "episodes", "mean_total_time_s", "ci95_total_time_s", "ratio_to_alternating",
+                "ratio_to_best_classical", "ratio_to_oracle", "best_classical", "per_family"):
+        assert key in res, key
+    assert res["policy"] == "mpc-harmonic" and res["families"] == ["conext23-att"]
+    lo, hi = res["ci95_total_time_s"]
+    assert lo <= res["mean_total_time_s"] <= hi
+    assert "evaluate" in cap.err  # the progress bar, on stderr also with --json
+
+
+def test_list_policies_json(capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", "--env", "EdgeSplitDynamic-v1", "--list-policies", "--json"]) == 0
+    kinds = json.loads(capsys.readouterr().out)
+    by = {k["name"]: k["kind"] for k in kinds}
+    assert by["oracle"] == "reference" and by["learned"] == "learned" and by["pf"] == "classical"
+    assert set(V1_CLASSICAL) <= set(by)
+    assert kinds == policy_kinds("EdgeSplitDynamic-v1")
+
+
+def test_csv_folder_fails_before_any_episode(tmp_path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    import edgesplit.agents.evaluation as ev
+
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("episodes ran before the --csv check"))
+    assert main(["evaluate", "--policy", "static", "--episodes", "1", "--csv", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--csv" in err[0]
+
+
+def test_text_report_shows_na_for_undefined_ratios() -> None:
+    from edgesplit.agents.commands.evaluate import _fmt
+
+    assert _fmt(None) == "n/a" and _fmt(math.inf) == "n/a" and _fmt(math.nan) == "n/a" and _fmt(1.5) == "1.5"
