@@ -151,9 +151,10 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
 
     ``-(simulated seconds elapsed in the step) / T_ref``, so an episode's return is
     ``-total_time / T_ref``. ``T_ref`` is the alternating plan's round time on the nominal rates
-    (``info["reference_time_s"]``). A round that lasts longer than ``max_penalty * T_ref`` (it can
-    only with shares of about 0 for a device that still sends) is *stalled*: that step earns
-    ``-max_penalty`` for every round left (this one included) and the episode terminates.
+    (``info["reference_time_s"]``). A round that lasts longer than ``max_round_factor * T_ref``
+    (50 by default: in practice only with shares of about 0 for a device that still sends, or a
+    share-0 device in a one-decision round) is *stalled*: that step earns ``-max_penalty`` for
+    every round left (this one included) and the episode terminates (``info["stalled"]``).
 
     ## Starting State
 
@@ -184,6 +185,7 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
     | `interval_s`  | float or None                       | 5.0        | re-division period within a round; None = one decision per round |
     | `history`     | int                                 | 4          | measured windows in the observation            |
     | `trace_start` | ``"random"`` or ``"beginning"``     | "random"   | where each device starts in its first trace    |
+    | `max_round_factor` | float                          | 50.0       | a round longer than this times ``T_ref`` stalls |
 
     ``interval_s = 5 s`` by default: an edge server or a base station re-divides its band far
     faster (ms), but the traces are 1 Hz (FCC: 5 s) samples, so shorter intervals would only
@@ -217,6 +219,7 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
         sharing: str = "dedicated",
         migration_factor: float = 3.0,
         max_penalty: float = 10.0,
+        max_round_factor: float = 50.0,
         render_mode: str | None = None,
     ) -> None:
         super().__init__(n_devices=n_devices, model=model, rounds=rounds, scenario=scenario,
@@ -231,6 +234,7 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
                 raise ValueError(f"interval_s: must be a finite number of seconds or None, got {interval_s!r}")
             interval_s = float(interval_s)
         self.interval_s: float | None = interval_s
+        self.max_round_factor = _positive(max_round_factor, "max_round_factor")
         if trace_start not in ("random", "beginning"):
             raise ValueError(f"trace_start: must be 'random' or 'beginning', got {trace_start!r}")
         self.trace_start = trace_start
@@ -351,8 +355,9 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
             self._h = ts.handle(self._k)
         self._clock = t
 
-    def _time_to_units(self, idx: np.ndarray, units: np.ndarray) -> np.ndarray:
-        """Seconds from the clock until devices ``idx`` have delivered ``units`` more (finite, >= 0)."""
+    def _time_to_units(self, idx: np.ndarray, units: np.ndarray, horizon_s: float = math.inf) -> np.ndarray:
+        """Seconds from the clock until devices ``idx`` have delivered ``units`` more (>= 0); ``inf``
+        for infinite ``units`` or beyond ``horizon_s`` seconds (the walk over coming traces stops there)."""
         ts = self.traceset
         h = self._h
         k = self._k[idx]
@@ -362,22 +367,32 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
         rest = hi.Q - c0
         out = ts.transfer_time_h(hi, np.minimum(units, rest), pos)
         far = units > rest
-        if far.any():
+        if far.any():  # beyond the current trace: whole coming traces in floats, the last one batched
+            js, ks, lefts, ts_acc = [], [], [], []
+            Q_all, P_all = ts.total_bits, ts.period_s
             for j in np.flatnonzero(far).tolist():
                 i = int(idx[j])
                 left = float(units[j] - rest[j])
                 t = float(hi.P[j] - pos[j])
                 n = 0
                 while True:
+                    if not (t <= horizon_s and math.isfinite(left)):
+                        out[j] = math.inf
+                        break
                     k2 = self._upcoming(i, n)
-                    Q2 = float(ts.total_bits[k2])
+                    Q2 = float(Q_all[k2])
                     if left <= Q2:
-                        t += float(ts.transfer_time(np.intp(k2), left, 0.0))
+                        js.append(j)
+                        ks.append(k2)
+                        lefts.append(left)
+                        ts_acc.append(t)
                         break
                     left -= Q2
-                    t += float(ts.period_s[k2])
+                    t += float(P_all[k2])
                     n += 1
-                out[j] = t
+            if js:
+                hk = ts.handle(np.asarray(ks, dtype=np.intp))
+                out[js] = np.asarray(ts_acc) + ts.transfer_time_h(hk, np.asarray(lefts), np.zeros(len(js)))
         return out
 
     # ------------------------------------------------------------------ episode
@@ -567,8 +582,9 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
             frac = np.where(self._B > 0, self._left / np.where(self._B > 0, self._B, 1.0), 0.0)
         self._o_left[:] = np.clip(frac, 0.0, 1.0) if self._phase == PHASE_SHARES else 0.0
         self._o_send[:] = self._sending if self._phase == PHASE_SHARES else 0.0
-        np.minimum(np.nan_to_num(self._last_per * self._inv_ref, nan=MAX_OBS, posinf=MAX_OBS), MAX_OBS,
-                   out=self._o_time)
+        if round_done:  # an infinite (stalled) device time shows as MAX_OBS
+            lp = self._last_per * self._inv_ref
+            self._o_time[:] = np.where(lp < MAX_OBS, lp, MAX_OBS)
         self._set_scalars()
         info.update({
             "phase": self._phase, "round": self._round, "sim_clock_s": self._clock, "step_time_s": dt,
@@ -587,48 +603,56 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
             t_end = math.inf
         else:
             t_end = self._round_start + (self._epoch + 1) * self.interval_s
-        stall_at = self._round_start + self.max_penalty * self.reference_time_s
+        stall_at = self._round_start + self.max_round_factor * self.reference_time_s
         t_end = min(t_end, stall_at)
         sending = self._sending
         left = self._left
         eff_sh = np.where(sending, shares, 0.0)
-        self._shares_eff = eff_sh / eff_sh.sum() if eff_sh.sum() > 0 else eff_sh
+        tot0 = eff_sh.sum()
+        self._shares_eff = eff_sh / tot0 if tot0 > 0 else eff_sh
         scale = self._scale
+        finite_end = self.interval_s is not None  # round mode: no boundary, only the stall horizon
         while sending.any():
-            total = eff_sh[sending].sum()
+            total = eff_sh.sum()  # only devices still sending keep a share in eff_sh
             if not total > 0:  # the devices left have share 0: the band idles until the epoch ends
-                if not math.isfinite(t_end):
+                if not finite_end:
                     return self._stall()
-                self._advance_to(t_end)
                 self._U = self._units_at(t_end)
-                break
-            idx = np.flatnonzero(sending)
-            s = eff_sh[idx] / total
-            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-                units = np.where(left[idx] > 0, left[idx] / (s * scale[idx]), 0.0)
-            ok = np.isfinite(units)
-            ttf = np.full(idx.size, math.inf)
-            if ok.any():
-                ttf[ok] = self._time_to_units(idx[ok], units[ok])
-            tmin = float(ttf.min())
-            t_fin = self._clock + tmin
-            if t_fin >= t_end:
-                if not math.isfinite(t_end):
-                    return self._stall()
-                U1 = self._units_at(t_end)
-                left[idx] = np.maximum(left[idx] - s * scale[idx] * (U1[idx] - self._U[idx]), 0.0)
                 self._advance_to(t_end)
-                self._U = U1
-                if t_end >= stall_at and sending.any():
+                if t_end >= stall_at:
                     return self._stall()
                 break
+            per_unit = eff_sh * (scale / total)  # bits per unit of trace, for each device
+            if finite_end:
+                U_end = self._units_at(t_end)
+                can = per_unit * (U_end - self._U)  # bits each device gets by the epoch's end
+                cand = sending & (left <= can * (1.0 + 1e-12))
+                if not cand.any():  # nobody finishes in this epoch: the common case, one query
+                    np.maximum(left - can, 0.0, out=left)
+                    self._advance_to(t_end)
+                    self._U = U_end
+                    if t_end >= stall_at:
+                        return self._stall()
+                    break
+                idx = np.flatnonzero(cand)
+            else:
+                idx = np.flatnonzero(sending & (per_unit > 0))
+                if idx.size == 0:
+                    return self._stall()
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                units = np.where(left[idx] > 0, left[idx] / per_unit[idx], 0.0)
+            ttf = self._time_to_units(idx, units, stall_at - self._clock)
+            tmin = float(ttf.min())
+            if not math.isfinite(tmin):
+                return self._stall()
+            t_fin = min(self._clock + tmin, t_end)
             U1 = self._units_at(t_fin)
-            done = ttf <= tmin + 1e-9 * max(1.0, tmin)
-            left[idx] = np.maximum(left[idx] - s * scale[idx] * (U1[idx] - self._U[idx]), 0.0)
-            fin = idx[done]
+            np.maximum(left - per_unit * (U1 - self._U), 0.0, out=left)
+            fin = idx[ttf <= tmin + 1e-9 * max(1.0, tmin)]
             left[fin] = 0.0
             self._U_fin[fin] = U1[fin]
             sending[fin] = False
+            eff_sh[fin] = 0.0
             self._tau[fin] = t_fin - self._round_start
             self._advance_to(t_fin)
             self._U = U1

@@ -11,14 +11,18 @@ For N = 10 and N = 100 it times
   ``TimeLimit``/``OrderEnforcing``/``PassiveEnvChecker`` wrappers), stepping pre-drawn random
   native actions, resets included (one every 100 rounds, the default),
 - the dynamic env with ``alternating_info=False`` (no per-round alternating solve),
-- the bare ``step`` of the unwrapped env without resets, to separate the two costs.
+- the bare ``step`` of the unwrapped env without resets, to separate the two costs,
+- ``EdgeSplitDynamic-v1`` per **interval decision** (a step = a decision epoch, ``interval_s = 5``)
+  and per **round** (``interval_s=None``), with ``gym.make`` and resets (every 20 rounds, the
+  default) and as bare steps of one endless episode.
 
 The overhead ratio is (seconds per env step) / (seconds per bare cost-model call). Times are
 **CPU seconds of this process** (``time.process_time``), so that other jobs on a shared machine
 inflate them less than wall-clock time; the wall-clock rate is printed too. Each figure is the
 median over ``--repeats`` runs (the best run is printed as well).
 Goals (issue 3): >= 20,000 steps/s for ``EdgeSplit-v0`` with N = 10 on one core, >= 5,000 for the
-dynamic env. Nothing here asserts a timing; it prints figures.
+dynamic env; issue 9: >= 10,000 interval steps/s for ``EdgeSplitDynamic-v1`` with N = 10. Nothing
+here asserts a timing; it prints figures.
 """
 
 from __future__ import annotations
@@ -106,6 +110,12 @@ def run(steps: int = 20000, repeats: int = 5, model: str = "vgg19", sizes: tuple
              {"alternating_info": False}, steps, True),
             ("EdgeSplitDynamic-v0 alternating_info=False (bare step)", "EdgeSplitDynamic-v0",
              {"alternating_info": False}, steps, False),
+            ("EdgeSplitDynamic-v1 per interval (gym.make, resets incl.)", "EdgeSplitDynamic-v1", {}, steps, True),
+            ("EdgeSplitDynamic-v1 per interval (bare step)", "EdgeSplitDynamic-v1", {"rounds": 10**9}, steps, False),
+            ("EdgeSplitDynamic-v1 per round (gym.make, resets incl.)", "EdgeSplitDynamic-v1",
+             {"interval_s": None}, max(steps // 10, 500), True),
+            ("EdgeSplitDynamic-v1 per round (bare step)", "EdgeSplitDynamic-v1",
+             {"interval_s": None, "rounds": 10**9}, max(steps // 10, 500), False),
         ]
         for label, env_id, kw, k, resets in cases:
             env = gym.make(env_id, n_devices=n, model=model, **kw)
@@ -147,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         static = df[(df.n_devices == n) & (df.case.str.startswith("EdgeSplit-v0 (gym.make"))].steps_per_s.iloc[0]
         dyn = df[(df.n_devices == n) & (df.case == "EdgeSplitDynamic-v0 (gym.make, resets incl.)")].steps_per_s.iloc[0]
         dyn_fast = df[(df.n_devices == n) & (df.case == "EdgeSplitDynamic-v0 alternating_info=False")].steps_per_s.iloc[0]
+        v1 = df[(df.n_devices == n) & (df.case == "EdgeSplitDynamic-v1 per interval (gym.make, resets incl.)")].steps_per_s.iloc[0]
+        v1r = df[(df.n_devices == n) & (df.case == "EdgeSplitDynamic-v1 per round (gym.make, resets incl.)")].steps_per_s.iloc[0]
+        print(f"N={n}: EdgeSplitDynamic-v1 {v1:,.0f} interval steps/s, {v1r:,.0f} round steps/s"
+              + (f" (goal 10,000 interval steps/s at N=10: {'met' if v1 >= 10000 else 'NOT met'})" if n == 10 else ""))
         if n == 10:
             print(f"goal N=10 (CPU-time rates): EdgeSplit-v0 {static:,.0f} steps/s (goal 20,000: {'met' if static >= 20000 else 'NOT met'}); "
                   f"EdgeSplitDynamic-v0 {dyn:,.0f} steps/s with the per-round alternating reference, "

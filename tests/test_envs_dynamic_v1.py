@@ -253,7 +253,7 @@ def test_step_after_end_and_bad_actions() -> None:
 def test_tiny_share_gives_a_stall_not_nan() -> None:
     """A share of 1e-300 for a device still sending: never NaN; the round stalls and the episode ends."""
     for interval in (None, 5.0):
-        env = gym.make("EdgeSplitDynamic-v1", n_devices=3, rounds=2, interval_s=interval, max_penalty=2.0)
+        env = gym.make("EdgeSplitDynamic-v1", n_devices=3, rounds=2, interval_s=interval, max_round_factor=2.0)
         obs, info = env.reset(seed=0)
         act = {"cuts": np.zeros(3, dtype=int), "shares": np.array([1e-300, 1.0, 1.0])}
         total = 0.0
