@@ -884,3 +884,11 @@ def test_fuzzed_messages_are_a_clear_error_never_a_crash_or_a_success(word: int,
     raw = (garbage + bytes(HEADER_LEN * 8))[: HEADER_LEN * 8]
     with pytest.raises(ProtocolError):
         decode(torch.frombuffer(bytearray(raw), dtype=torch.int64).clone(), b, RUN, 1, 0, LinkAuth(KEY))
+
+
+def test_what_a_peer_claims_about_itself_is_logged_on_one_line(tmp_path) -> None:
+    srv = _Server(tmp_path, timeout=0.5)
+    n = srv.rdv.store.add("edgesplit/attempts/1", 1)
+    srv.rdv.store.set(f"edgesplit/attempt/1/{n}", json.dumps({"nonce": "0", "host": "evil\nFORGED LINE", "mac": "0"}))
+    assert isinstance(srv.join(), PeerLost)
+    assert len(srv.lines) == 1 and "\n" not in srv.lines[0] and "evil?FORGED LINE" in srv.lines[0]

@@ -375,6 +375,11 @@ def serve_rendezvous(ep: Endpoint, run_id: int, timeout_s: float, secret: bytes,
     return Rendezvous(store, port, run_id, ep.world_size, nonce, secret)
 
 
+def _printable(value: object, limit: int) -> str:
+    """``value`` as one short line (what a peer claims about itself is not trusted)."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))[:limit]
+
+
 def _log_stderr(msg: str) -> None:
     import sys
 
@@ -407,7 +412,8 @@ def await_joins(rdv: Rendezvous, timeout_s: float, log: Callable[[str], None] | 
                         raise ValueError
                 except ValueError:
                     req = {}
-                who = f"a peer claiming rank {r} (host {str(req.get('host'))[:64]}, pid {str(req.get('pid'))[:16]})"
+                who = f"a peer claiming rank {r} (host {_printable(req.get('host'), 64)}, " \
+                      f"pid {_printable(req.get('pid'), 16)})"
                 reject = req.get("reject")
                 if not auth.verify(rdv.secret, req.get("mac"), "join", rid, r, rdv.server_nonce,
                                    req.get("nonce"), reject or ""):
@@ -419,7 +425,7 @@ def await_joins(rdv: Rendezvous, timeout_s: float, log: Callable[[str], None] | 
                                                           "authentication failed (wrong or missing secret)"})
                     continue
                 if reject:
-                    raise RunMismatchError(f"rendezvous: rank {r} was rejected: {reject}")
+                    raise RunMismatchError(f"rendezvous: rank {r} was rejected: {_printable(reject, 300)}")
                 if r in joined:
                     log(f"rendezvous: refused {who}: rank {r} has already joined")
                     _set_json(store, f"verdict/{r}/{i}", {"ok": False, "reason": f"rank {r} has already joined"})
@@ -506,7 +512,7 @@ def join_rendezvous(ep: Endpoint, run_id: int | None, timeout_s: float, secret: 
     verdict = _get_json(store, f"verdict/{ep.rank}/{i}")
     if not isinstance(verdict, dict) or not verdict.get("ok"):
         why = verdict.get("reason") if isinstance(verdict, dict) else None
-        raise AuthError(f"rendezvous refused: {why or 'the server refused this device'}")
+        raise AuthError(f"rendezvous refused: {_printable(why or 'the server refused this device', 300)}")
     if not auth.verify(secret, verdict.get("mac"), "accept", rid_text, ep.rank, nonce, mine):
         raise AuthError(f"rendezvous refused: the acceptance from {where} does not authenticate (tampered store?)")
     return Joined(store, server_run, nonce, mine)
