@@ -892,3 +892,15 @@ def test_what_a_peer_claims_about_itself_is_logged_on_one_line(tmp_path) -> None
     srv.rdv.store.set(f"edgesplit/attempt/1/{n}", json.dumps({"nonce": "0", "host": "evil\nFORGED LINE", "mac": "0"}))
     assert isinstance(srv.join(), PeerLost)
     assert len(srv.lines) == 1 and "\n" not in srv.lines[0] and "evil?FORGED LINE" in srv.lines[0]
+
+
+def test_a_tampered_store_is_one_clear_error_not_a_traceback(tmp_path) -> None:
+    """Availability is not protected (threat model), but tampering ends in one line, not a crash."""
+    from edgesplit.distributed.auth import AuthError
+
+    srv = _Server(tmp_path, timeout=5.0)
+    srv.rdv.store.set("edgesplit/attempts/1", "not a counter")
+    with pytest.raises(AuthError, match="tampered with"):
+        join_rendezvous(Endpoint("127.0.0.1", 0, 1, 2), None, 5.0, SECRET, srv.port_file)
+    out = srv.join()
+    assert isinstance(out, EdgeSplitError) and "tampered with" in str(out) and "\n" not in str(out)

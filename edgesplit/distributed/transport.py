@@ -399,7 +399,12 @@ def await_joins(rdv: Rendezvous, timeout_s: float, log: Callable[[str], None] | 
     refused: list[str] = []
     while True:
         for r in range(1, rdv.world_size):
-            n = int(store.add(f"{_KEY}/attempts/{r}", 0))
+            try:
+                n = int(store.add(f"{_KEY}/attempts/{r}", 0))
+            except (RuntimeError, ValueError):
+                raise EdgeSplitError(f"rendezvous: the store was tampered with ({_KEY}/attempts/{r} is no longer a "
+                                     "counter): someone who can reach MASTER_PORT interfered; see the threat model in "
+                                     "docs/distributed.md") from None
             while seen[r] < n:
                 i = seen[r] + 1
                 key = f"attempt/{r}/{i}"
@@ -496,7 +501,11 @@ def join_rendezvous(ep: Endpoint, run_id: int | None, timeout_s: float, secret: 
     mine = auth.new_nonce()
     request = {"nonce": mine, "host": socket.gethostname(), "pid": os.getpid(), "reject": reason,
                "mac": auth.mac(secret, "join", rid_text, ep.rank, nonce, mine, reason or "")}
-    i = int(store.add(f"{_KEY}/attempts/{ep.rank}", 1))
+    try:
+        i = int(store.add(f"{_KEY}/attempts/{ep.rank}", 1))
+    except (RuntimeError, ValueError):
+        raise AuthError(f"rendezvous: the store at {where} was tampered with ({_KEY}/attempts/{ep.rank} is not a "
+                        "counter); see the threat model in docs/distributed.md") from None
     _set_json(store, f"attempt/{ep.rank}/{i}", request)
     if not server_ok:
         raise AuthError(f"rendezvous refused: the server at {where} does not authenticate with this device's "
