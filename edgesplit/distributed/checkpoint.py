@@ -3,10 +3,11 @@
 Files
     ``<dir>/cluster-checkpoint.pt`` holds the latest completed round and
     ``<dir>/cluster-checkpoint.prev.pt`` the one before. Each holds only tensors and plain values:
-    ``{"format", "version", "model": state dict, "meta": JSON text}``, where the JSON carries the
-    round, the records, the drops and the run configuration. They are read with
-    ``torch.load(weights_only=True)``, which unpickles nothing but tensors and plain containers, so
-    a checkpoint file cannot run code.
+    ``{"format", "version", "model": state dict, "meta": JSON text, "sha256"}``, where the JSON
+    carries the round, the records, the drops and the run configuration, and ``sha256`` is a digest
+    of the metadata and every tensor (torch's zip reader does not check its CRCs: a flipped bit in a
+    weight would otherwise load silently). They are read with ``torch.load(weights_only=True)``,
+    which unpickles nothing but tensors and plain containers, so a checkpoint file cannot run code.
 
 Writing
     After every completed round the checkpoint is written to a temporary file in the same folder,
@@ -22,6 +23,7 @@ Reading
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,7 +37,7 @@ from edgesplit.errors import EdgeSplitError
 FILENAME = "cluster-checkpoint.pt"
 PREVIOUS = "cluster-checkpoint.prev.pt"
 FORMAT = "edgesplit-cluster-checkpoint"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _META_KEYS = ("round", "records", "dropped", "config")
 
 
@@ -47,6 +49,16 @@ def checkpoint_path(directory: str | Path) -> Path:
 def previous_path(directory: str | Path) -> Path:
     """Where the previous (second latest) checkpoint of ``directory`` lives."""
     return Path(directory) / PREVIOUS
+
+
+def _digest(meta: str, state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the metadata text and of every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(meta.encode("utf-8"))
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"|{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -76,7 +88,8 @@ def save_checkpoint(directory: str | Path, payload: dict[str, Any]) -> Path:
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model": state, "meta": meta}, fh)
+            torch.save({"format": FORMAT, "version": FORMAT_VERSION, "model": state, "meta": meta,
+                        "sha256": _digest(meta, state)}, fh)
             fh.flush()
             os.fsync(fh.fileno())
         if path.exists():
@@ -105,10 +118,14 @@ def _read_one(path: Path) -> dict[str, Any]:
     if raw.get("version") != FORMAT_VERSION:
         raise EdgeSplitError(f"checkpoint {path}: format version {raw.get('version')}, expected {FORMAT_VERSION}")
     try:
-        meta = json.loads(raw["meta"])
         model = raw["model"]
-        if not isinstance(meta, dict) or not isinstance(model, dict) \
-                or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        if not isinstance(raw["meta"], str) or not isinstance(model, dict) \
+                or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+            raise TypeError("bad layout")
+        if raw.get("sha256") != _digest(raw["meta"], model):
+            raise ValueError("the checksum of its contents does not match (a damaged file)")
+        meta = json.loads(raw["meta"])
+        if not isinstance(meta, dict):
             raise TypeError("bad layout")
         RunConfig.from_dict(meta["config"])
         out = {"round": int(meta["round"]), "model": model, "records": list(meta["records"]),
