@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgesplit.errors import InfeasibleError
+from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
 
 
@@ -39,21 +40,32 @@ def memory_need_bytes(param_bytes: np.ndarray, activation_bytes: np.ndarray, bat
     return 3.0 * prefix_weights(param_bytes) + batch_size * np.cumsum(activation_bytes)
 
 
+def profile_memory_need_bytes(p: LayerProfile, batch_size: int) -> np.ndarray:
+    """:func:`memory_need_bytes` from a profile's cached prefix sums (same formula)."""
+    return 3.0 * p.prefix_param_bytes + batch_size * p.prefix_activation_bytes
+
+
 def server_share(s: Scenario) -> float:
     """``share_S``: the fraction of the server each device's server-side work gets (1 for a
     ``dedicated`` server, ``1/N`` for a ``shared`` one)."""
     return 1.0 / s.n_devices if s.server.sharing == "shared" else 1.0
 
 
-def device_prefix_seconds(s: Scenario) -> np.ndarray:
+def _device_columns(s: Scenario) -> np.ndarray:
+    """``(N, 4)`` array of every device's speed, samples, memory_bytes, rate_bps (one pass)."""
+    return np.array([(d.speed, d.samples, d.memory_bytes, d.rate_bps) for d in s.devices], dtype=np.float64)
+
+
+def device_prefix_seconds(s: Scenario, speed: np.ndarray | None = None) -> np.ndarray:
     """``F_i(c)``, shape ``(N, L)``: per-sample prefix compute time of each device, from its own
     profile or ``F(c) / speed_i`` (DESIGN.md, per-device profiles)."""
     F = s.profile.prefix_train_s
-    if not any(d.profile is not None for d in s.devices):
-        return F[None, :] / s.array("speed")[:, None]
-    out = np.empty((s.n_devices, s.n_layers))
+    if speed is None:
+        speed = s.array("speed")
+    out = F[None, :] / speed[:, None]
     for i, d in enumerate(s.devices):
-        out[i] = d.profile.prefix_train_s if d.profile is not None else F / d.speed
+        if d.profile is not None:
+            out[i] = d.profile.prefix_train_s
     return out
 
 
@@ -77,19 +89,27 @@ def iterations_per_round(s: Scenario) -> np.ndarray:
     return np.ceil(s.array("samples") / s.batch_size)
 
 
-def compute_seconds(s: Scenario) -> np.ndarray:
-    """``A_i(c) = K_i b (F_i(c) + (F_S(L) - F_S(c)) / share_S)``, shape ``(N, L)``."""
-    per_round = (iterations_per_round(s) * s.batch_size)[:, None]
-    return per_round * (device_prefix_seconds(s) + server_seconds_per_sample(s)[None, :])
+def compute_seconds(s: Scenario, samples_per_round: np.ndarray | None = None,
+                    speed: np.ndarray | None = None) -> np.ndarray:
+    """``A_i(c) = K_i b (F_i(c) + (F_S(L) - F_S(c)) / share_S)``, shape ``(N, L)``
+    (``samples_per_round`` = ``K_i b`` and ``speed`` may be passed when already at hand)."""
+    if samples_per_round is None:
+        samples_per_round = iterations_per_round(s) * s.batch_size
+    out = device_prefix_seconds(s, speed)
+    out += server_seconds_per_sample(s)[None, :]
+    out *= samples_per_round[:, None]
+    return out
 
 
-def traffic_bits_per_round(s: Scenario) -> np.ndarray:
+def traffic_bits_per_round(s: Scenario, samples_per_round: np.ndarray | None = None) -> np.ndarray:
     """``V_i(c) = 8 (K_i b 2 act[c] + 2 W(c))`` for ``c < L`` and ``16 W(L)`` at ``c = L``, shape ``(N, L)``."""
     p = s.profile
-    per_round = (iterations_per_round(s) * s.batch_size)[:, None]
-    W = prefix_weights(p.param_bytes)
-    traffic = 8.0 * (per_round * 2.0 * p.activation_bytes[None, :] + 2.0 * W[None, :])
-    traffic[:, -1] = 8.0 * 2.0 * W[-1]
+    if samples_per_round is None:
+        samples_per_round = iterations_per_round(s) * s.batch_size
+    W = p.prefix_param_bytes
+    traffic = (16.0 * samples_per_round)[:, None] * p.activation_bytes[None, :]
+    traffic += 16.0 * W[None, :]
+    traffic[:, -1] = 16.0 * W[-1]
     return traffic
 
 
@@ -123,10 +143,12 @@ class CostModel:
         """Compute the arrays; raise :class:`InfeasibleError` if a device fits no cut at all."""
         p = s.profile
         b = s.batch_size
-        compute = compute_seconds(s)
-        traffic = traffic_bits_per_round(s)
-        need = memory_need_bytes(p.param_bytes, p.activation_bytes, b)
-        memory = s.array("memory_bytes")
+        cols = _device_columns(s)
+        speed, memory = cols[:, 0], cols[:, 2]
+        per_round = np.ceil(cols[:, 1] / b) * b  # K_i b
+        compute = compute_seconds(s, per_round, speed)
+        traffic = traffic_bits_per_round(s, per_round)
+        need = profile_memory_need_bytes(p, b)
         feasible = need[None, :] <= memory[:, None]
         if check_feasible:
             none = np.flatnonzero(~feasible.any(axis=1))
@@ -136,25 +158,30 @@ class CostModel:
                     f"devices[{i}].memory_bytes: {memory[i]:.4g} bytes is too small for any cut "
                     f"(the smallest, cut 1, needs {need[0]:.4g} bytes with batch_size {b})"
                 )
-        return cls(
+        cm = cls(
             scenario=s,
             compute_s=compute,
             traffic_bits=traffic,
             feasible=feasible,
-            rate_bps=s.array("rate_bps"),
+            rate_bps=cols[:, 3].copy(),
             memory_need=need,
         )
+        cm.__dict__["_speed"] = speed
+        return cm
 
     @property
     def effective_speed(self) -> np.ndarray:
         """``F(L) / F_i(L)`` per device: its whole-model throughput relative to the profiling host
         (its ``speed`` when it has no profile of its own)."""
         s = self.scenario
+        speed = self.__dict__.get("_speed")
+        if speed is None:
+            speed = s.array("speed")
         if not any(d.profile is not None for d in s.devices):
-            return s.array("speed")
+            return speed
         FL = float(s.profile.prefix_train_s[-1])
-        return np.array([FL / float(d.profile.prefix_train_s[-1]) if d.profile is not None else d.speed
-                         for d in s.devices])
+        return np.array([FL / float(d.profile.prefix_train_s[-1]) if d.profile is not None else speed[i]
+                         for i, d in enumerate(s.devices)])
 
     @property
     def n_devices(self) -> int:
@@ -173,7 +200,10 @@ class CostModel:
             raise ValueError(f"rate_bps: expected shape {self.rate_bps.shape}, got {rate.shape}")
         if np.isnan(rate).any() or (rate < 0).any():
             raise ValueError("rate_bps: rates must be >= 0 and not NaN")
-        return CostModel(self.scenario, self.compute_s, self.traffic_bits, self.feasible, rate, self.memory_need)
+        cm = CostModel(self.scenario, self.compute_s, self.traffic_bits, self.feasible, rate, self.memory_need)
+        if "_speed" in self.__dict__:
+            cm.__dict__["_speed"] = self.__dict__["_speed"]
+        return cm
 
     def seconds_alone(self) -> np.ndarray:
         """``V_i(c) / rate_i``: transfer seconds with the whole band (inf for rate 0; cached)."""

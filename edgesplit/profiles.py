@@ -118,6 +118,20 @@ class LayerProfile:
         out.setflags(write=False)
         return out
 
+    @cached_property
+    def prefix_param_bytes(self) -> np.ndarray:
+        """``W(c) = sum_{l<=c} param_bytes`` for ``c = 1..L`` (cached; read-only)."""
+        out = np.cumsum(self.param_bytes)
+        out.setflags(write=False)
+        return out
+
+    @cached_property
+    def prefix_activation_bytes(self) -> np.ndarray:
+        """``sum_{l<=c} activation_bytes`` for ``c = 1..L`` (cached; read-only)."""
+        out = np.cumsum(self.activation_bytes)
+        out.setflags(write=False)
+        return out
+
     def check_same_layers(self, other: "LayerProfile", where: str) -> None:
         """Raise :class:`ProfileError` naming ``where`` unless ``other`` has this profile's units
         (same count, same names in the same order)."""

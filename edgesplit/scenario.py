@@ -256,20 +256,26 @@ _MEM_LO, _MEM_HI = LIMITS["memory_bytes"]
 _SAMPLES_HI = LIMITS["samples"][1]
 
 
+_NUMBER_TYPES = (float, int)
+
+
 def _devices_look_valid(devices: tuple[Device, ...], names: tuple[str, ...]) -> bool:
     """True when every device field is a plain in-range number (checked in one pass)."""
     try:
         for d in devices:
-            if not (type(d) is Device and type(d.speed) in (float, int) and _SPEED_LO <= d.speed <= _SPEED_HI
-                    and type(d.samples) is int and 1 <= d.samples <= _SAMPLES_HI
-                    and type(d.memory_bytes) in (float, int) and _MEM_LO <= d.memory_bytes
-                    and (d.memory_bytes <= _MEM_HI or d.memory_bytes == math.inf)
-                    and type(d.rate_bps) in (float, int)
-                    and (d.rate_bps == 0 or _RATE_LO <= d.rate_bps <= _RATE_HI)
-                    and (d.profile is None or (type(d.profile) is LayerProfile and d.profile.names == names
-                                               and d.profile.prefix_train_s[-1] > 0))):
+            if type(d) is not Device:
                 return False
-    except AttributeError:
+            sp, sa, m, r = d.speed, d.samples, d.memory_bytes, d.rate_bps
+            if not (_SPEED_LO <= sp <= _SPEED_HI and type(sa) is int and 1 <= sa <= _SAMPLES_HI
+                    and _MEM_LO <= m and (m <= _MEM_HI or m == math.inf)
+                    and (r == 0 or _RATE_LO <= r <= _RATE_HI)):
+                return False
+            if type(sp) not in _NUMBER_TYPES or type(m) not in _NUMBER_TYPES or type(r) not in _NUMBER_TYPES:
+                return False
+            p = d.profile
+            if p is not None and not (type(p) is LayerProfile and p.names == names and p.prefix_train_s[-1] > 0):
+                return False
+    except (AttributeError, TypeError):
         return False
     return True
 
