@@ -101,15 +101,28 @@ def compute_seconds(s: Scenario, samples_per_round: np.ndarray | None = None,
     return out
 
 
+def activation_bits_per_iteration(p: LayerProfile, batch_size: int) -> np.ndarray:
+    """Bits of one iteration at cut ``c = 1..L``: ``8 b 2 act[c]`` (activations up, gradients down;
+    0 at ``c = L``, where nothing is split)."""
+    out = 16.0 * batch_size * np.asarray(p.activation_bytes, dtype=np.float64)
+    out[-1] = 0.0
+    return out
+
+
+def weight_bits_per_round(p: LayerProfile) -> np.ndarray:
+    """Bits of the client-side weights sent up and back for aggregation: ``8 * 2 W(c)``."""
+    return 16.0 * p.prefix_param_bytes
+
+
 def traffic_bits_per_round(s: Scenario, samples_per_round: np.ndarray | None = None) -> np.ndarray:
-    """``V_i(c) = 8 (K_i b 2 act[c] + 2 W(c))`` for ``c < L`` and ``16 W(L)`` at ``c = L``, shape ``(N, L)``."""
+    """``V_i(c) = 8 (K_i b 2 act[c] + 2 W(c))`` for ``c < L`` and ``16 W(L)`` at ``c = L``, shape ``(N, L)``:
+    ``K_i`` times :func:`activation_bits_per_iteration` plus :func:`weight_bits_per_round`."""
     p = s.profile
+    b = s.batch_size
     if samples_per_round is None:
-        samples_per_round = iterations_per_round(s) * s.batch_size
-    W = p.prefix_param_bytes
-    traffic = (16.0 * samples_per_round)[:, None] * p.activation_bytes[None, :]
-    traffic += 16.0 * W[None, :]
-    traffic[:, -1] = 16.0 * W[-1]
+        samples_per_round = iterations_per_round(s) * b
+    traffic = (samples_per_round / b)[:, None] * activation_bits_per_iteration(p, b)[None, :]
+    traffic += weight_bits_per_round(p)[None, :]
     return traffic
 
 

@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from edgesplit.costmodel import CostModel, prefix_weights, round_time_of, server_share
+from edgesplit.costmodel import (
+    CostModel,
+    activation_bits_per_iteration,
+    prefix_weights,
+    round_time_of,
+    server_share,
+)
 from edgesplit.distributed.config import DeviceSpec, Fault, RunConfig
 from edgesplit.errors import EdgeSplitError
 from edgesplit.profiles import LayerProfile
@@ -173,11 +179,11 @@ def check_timeouts(scenario: Scenario, plan: Plan, timeout_s: float) -> list[str
     notes = []
     b = scenario.batch_size
     W = prefix_weights(scenario.profile.param_bytes)
+    act_bits = activation_bits_per_iteration(scenario.profile, b)
     for i, (d, c, beta) in enumerate(zip(scenario.devices, plan.cuts, plan.shares)):
         k = math.ceil(d.samples / b)
         bw = beta * d.rate_bps
-        per_iter = cm.compute_s[i, c - 1] / k + (16.0 * b * scenario.profile.activation_bytes[c - 1] / bw
-                                                 if c < scenario.n_layers else 0.0)
+        per_iter = cm.compute_s[i, c - 1] / k + act_bits[c - 1] / bw
         weights = 8.0 * W[c - 1] / bw
         worst = max(per_iter, weights)
         if worst > 0.8 * timeout_s:
