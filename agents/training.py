@@ -213,6 +213,21 @@ def hyperparams_for(algo: str, overrides: dict[str, Any] | None = None) -> dict[
     return hp
 
 
+def offline_traces(traces: str | None) -> str | None:
+    """``traces``, or ``None`` (the built-in synthetic set) with a note on stderr when ``traces``
+    names nothing that exists (e.g. ``../shared/...`` in a clone without the shared data), so
+    the README's commands also run offline. A glob that matches files is kept."""
+    if traces is None:
+        return None
+    import glob
+
+    if Path(traces).exists() or glob.glob(traces):
+        return traces
+    _say(f"note: --traces {traces}: not found; using the built-in synthetic traces instead "
+         f"(figures differ from the README's, which use the Pensieve traces in ../shared/data/traces)")
+    return None
+
+
 def parse_hyperparam(text: str) -> tuple[str, Any]:
     """``key=value`` with a JSON value (bare words are strings): ``n_steps=128``, ``gamma=0.95``."""
     if "=" not in text:

@@ -100,3 +100,11 @@ def test_license_matches_pyproject() -> None:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert meta["license"] == "MIT"
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_readme_commands_run_without_the_shared_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = str(tmp_path / "shared" / "data" / "traces" / "pensieve-train")
+    assert main(["evaluate", "--env", "edgesplit/EdgeSplitDynamic-v0", "--policy", "learned", "--episodes", "1",
+                 "--traces", missing, "--trace-split", "test", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "using the built-in synthetic traces" in out.err and '"traces": "synthetic (built-in)"' in out.out

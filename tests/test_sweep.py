@@ -12,13 +12,17 @@ import pytest
 from edgesplit.agents.sweep import SweepConfig, iqm, stratified_bootstrap_ci, trial_specs
 
 
-def test_iqm_is_scipys_trimmed_mean_and_the_bootstrap_interval_covers_it() -> None:
-    from scipy.stats import trim_mean
+def test_iqm_is_scipys_trimmed_mean() -> None:
+    trim_mean = pytest.importorskip("scipy.stats").trim_mean
+    x = np.random.default_rng(1).normal(size=(13, 3))
+    assert iqm(x) == pytest.approx(trim_mean(x, 0.25, axis=None))
 
+
+def test_iqm_trims_a_quarter_each_side_and_the_bootstrap_interval_covers_it() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(13, 3))
-    assert iqm(x) == pytest.approx(trim_mean(x, 0.25, axis=None))
     assert iqm([1.0, 2.0, 3.0, 100.0]) == 2.5  # the outlier is trimmed
+    assert iqm(np.arange(8.0)) == 3.5 and iqm([5.0]) == 5.0
     lo, hi = stratified_bootstrap_ci(x, reps=500)
     assert lo < iqm(x) < hi
     # stratified: every resample keeps each task's column; a constant task adds no width
@@ -34,8 +38,17 @@ def test_trial_specs_cover_algos_sets_and_seeds(tmp_path: Path) -> None:
         SweepConfig(algos=["dqn"]).check()
 
 
-def test_tiny_sweep_on_local_ray(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray (2 CPUs) for the Ray tests of this module (starting Ray takes ~10 s)."""
+    ray = pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_tiny_sweep_on_local_ray(tmp_path: Path, local_ray) -> None:
     from edgesplit.cli import main
 
     out = tmp_path / "sweep"
@@ -69,8 +82,7 @@ def test_sweep_without_ray_says_how_to_install(monkeypatch: pytest.MonkeyPatch, 
     assert err.count("\n") == 1 and "pip install -e '.[sweep]'" in err
 
 
-def test_train_many_on_ray_returns_runs_in_order(tmp_path: Path) -> None:
-    pytest.importorskip("ray.tune")
+def test_train_many_on_ray_returns_runs_in_order(tmp_path: Path, local_ray) -> None:
     from edgesplit.agents.sweep import train_many
     from edgesplit.agents.training import TrainConfig
 

@@ -95,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         from edgesplit.agents.policies import LearnedPolicy
 
         policy = LearnedPolicy(args.policy, trust=True)
-    traces = args.traces
+    from edgesplit.agents.training import offline_traces  # H-rl: README commands run without ../shared
+
+    traces = offline_traces(args.traces)
     summary, df = evaluate(policy, env_id=env_id, episodes=args.episodes, seed=args.seed,
                            traces=traces, trace_split=args.trace_split, n_devices=args.n_devices,
                            progress=True, rounds=args.rounds, interval_s=interval)

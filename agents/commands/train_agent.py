@@ -78,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print where the run went."""
-    from edgesplit.agents.training import TrainConfig, parse_hyperparam, train
+    from edgesplit.agents.training import TrainConfig, offline_traces, parse_hyperparam, train
 
     overrides = dict(parse_hyperparam(h) for h in args.hp)
     optional = {"wrapper": args.wrapper, "timesteps": args.timesteps, "reward": args.reward, "net": args.net,
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.algo == "ppo_mask" and "wrapper" not in given and not args.config:
         given["wrapper"] = "hybrid"
     cfg = TrainConfig(env_id=args.env, algo=args.algo, seed=args.seed, out=args.out, n_devices=args.n_devices,
-                      traces=args.traces, trace_split=args.trace_split, history=args.history, vec=args.vec,
+                      traces=offline_traces(args.traces), trace_split=args.trace_split, history=args.history, vec=args.vec,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, progress_bar=not args.no_progress,
                       tensorboard=args.tensorboard, threads=args.threads, print_every_s=args.print_every,
                       hyperparams=overrides, config=args.config, eval_every=args.eval_every,
