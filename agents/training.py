@@ -213,18 +213,21 @@ def hyperparams_for(algo: str, overrides: dict[str, Any] | None = None) -> dict[
     return hp
 
 
-def offline_traces(traces: str | None) -> str | None:
-    """``traces``, or ``None`` (the built-in synthetic set) with a note on stderr when ``traces``
-    names nothing that exists (e.g. ``../shared/...`` in a clone without the shared data), so
-    the README's commands also run offline. A glob that matches files is kept."""
+def offline_traces(traces: Any) -> Any:
+    """``traces`` (a path, a glob or a list of them), or ``None`` (the built-in synthetic set) with a
+    note on stderr when it names the README's shared trace folder (``.../shared/data/traces/...``)
+    and that is absent, so the README's commands also run in a clone without ``../shared``. Any
+    other missing path is left for the trace loader to refuse."""
     if traces is None:
         return None
     import glob
 
-    if Path(traces).exists() or glob.glob(traces):
+    items = [str(t) for t in (traces if isinstance(traces, (list, tuple)) else [traces])]
+    missing = [t for t in items if not (Path(t).exists() or glob.glob(t))]
+    if not missing or not all("shared/data/traces" in Path(t).as_posix() for t in missing):
         return traces
-    _say(f"note: --traces {traces}: not found; using the built-in synthetic traces instead "
-         f"(figures differ from the README's, which use the Pensieve traces in ../shared/data/traces)")
+    _say(f"note: --traces {' '.join(missing)}: not found (no ../shared here); using the built-in synthetic traces "
+         f"instead (figures differ from the README's, which use the traces in ../shared/data/traces)")
     return None
 
 
