@@ -33,7 +33,8 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from edgesplit.agents.environment import load_trace_list, make_base_env
+from edgesplit.agents.factories import make_base_env
+from edgesplit.traces import load_trace_list
 from edgesplit.agents.policies import CLASSICAL, REFERENCE, V1_CLASSICAL, LearnedPolicy, Policy, get_policy
 from edgesplit.envs.dynamic_v1 import DEFAULT_V1_ROUNDS
 from edgesplit.traces import Trace, TraceFamily, default_families, load_families, split_traces

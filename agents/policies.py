@@ -49,7 +49,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from edgesplit.agents.environment import FEATURES_VERSION, action_wrapper, rate_features
+from edgesplit.agents.factories import action_wrapper
+from edgesplit.agents.features import FEATURES_VERSION, rate_features
 from edgesplit.schedulers import get_scheduler
 from edgesplit import envs
 

@@ -694,3 +694,18 @@ def split_traces(traces: Sequence[Trace], split: str, test_fraction: float = 0.3
     if not out:
         raise ValueError(f"trace_split: the {split!r} part of {len(traces)} traces is empty")
     return out
+
+
+def load_trace_list(traces: str | Path | None, split: str = "all") -> list[Trace]:
+    """Traces from a folder or glob (``None``: the built-in synthetic set), then :func:`split_traces`."""
+    found = list(default_traceset().traces) if traces is None else load_traces(traces)
+    return split_traces(found, split)
+
+
+def builtin_trace_dir(name: str = "pensieve") -> Path:
+    """The folder of a set of traces shipped with the package (``pensieve``: 5 FCC + 4 Norway HSDPA
+    traces of the Pensieve project, MIT licence; see ``edgesplit/data/traces/README.md``)."""
+    p = Path(__file__).resolve().parent / "data" / "traces" / name
+    if not p.is_dir():
+        raise TraceError(f"traces: no built-in trace set {name!r} at {p}")
+    return p

@@ -22,7 +22,8 @@ from edgesplit.envs.base import DEFAULT_ROUNDS, MAX_OBS, EdgeSplitBaseEnv
 from edgesplit.envs.dynamic_env import EdgeSplitDynamicEnv
 from edgesplit.envs.dynamic_v1 import EdgeSplitDynamicV1Env
 from edgesplit.envs.static_env import EdgeSplitEnv
-from edgesplit.envs.wrappers import WRAPPERS, CutsOnlyAction, FlatBoxAction, SharesOnlyAction, wrap
+from edgesplit.envs.wrappers import (WRAPPER_NAMES, WRAPPERS, CutsOnlyAction, FlatBoxAction, ForecastAction,
+                                     SharesOnlyAction, wrap)
 
 TRAIN_MAX_EPISODE_STEPS = 20
 """``max_episode_steps`` registered for ``EdgeSplitTrain-v0`` (real training rounds are slow)."""
@@ -97,7 +98,8 @@ def action_from_plan(plan: Plan) -> dict[str, np.ndarray]:
 register_envs()
 
 __all__ = [
-    "ALL_IDS", "DEFAULT_ROUNDS", "MAX_OBS", "SIMULATED_IDS", "TRAIN_MAX_EPISODE_STEPS", "V1_MAX_EPISODE_STEPS", "WRAPPERS",
+    "ALL_IDS", "DEFAULT_ROUNDS", "MAX_OBS", "SIMULATED_IDS", "TRAIN_MAX_EPISODE_STEPS", "V1_MAX_EPISODE_STEPS", "WRAPPERS", "WRAPPER_NAMES",
+    "ForecastAction",
     "CutsOnlyAction", "EdgeSplitBaseEnv", "EdgeSplitDynamicEnv", "EdgeSplitDynamicV1Env", "EdgeSplitEnv", "FlatBoxAction",
     "SharesOnlyAction", "action_from_plan", "canonical_id", "namespaced", "register_envs", "wrap",
 ]

@@ -43,6 +43,7 @@ from edgesplit.devices import GeneratorConfig, generate_scenario, generator_conf
 from edgesplit.profiles import LayerProfile, load_builtin_profile
 from edgesplit.scenario import Scenario, load_scenario, scenario_from_dict
 from edgesplit.schedulers import Plan, get_scheduler
+from edgesplit.envs.layout import per_round_layout
 
 MAX_OBS = 10.0
 """Upper bound of the unbounded observation features (rates, device times), in their units."""
@@ -170,13 +171,9 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
 
     def _make_views(self) -> None:
         """The observation blocks as views into ``self._obs`` (see the module docstring)."""
-        N, H, o = self.n_devices, self.history, self._obs
-        self._o_speed = o[0:N]
-        self._o_deep = o[N:2 * N]
-        self._o_rates = o[2 * N:(2 + H) * N]
-        self._o_rate0 = o[2 * N:3 * N]
-        self._o_time = o[(2 + H) * N:(3 + H) * N]
-        self._o_cut = o[(3 + H) * N:(4 + H) * N]
+        lay, o = per_round_layout(self.n_devices, self.history), self._obs  # the layout, defined once (H-dyn)
+        self._o_speed, self._o_deep, self._o_rates = o[lay.block("speed")], o[lay.block("deepest")], o[lay.block("rates")]
+        self._o_rate0, self._o_time, self._o_cut = o[lay.first_block("rates")], o[lay.block("time")], o[lay.block("cut")]
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

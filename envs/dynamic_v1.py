@@ -39,6 +39,7 @@ from edgesplit.scenario import Scenario
 from edgesplit.traces import (Trace, TraceError, TraceFamily, TraceSet, default_families, group_families,
                               load_families)
 from edgesplit.envs.base import MAX_OBS, EdgeSplitBaseEnv, _positive
+from edgesplit.envs.layout import v1_layout
 
 DEFAULT_INTERVAL_S = 5.0
 """Default re-division period of the band within a round (simulated seconds)."""
@@ -250,12 +251,11 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
         self._fam_mean = np.asarray([f.mean_bps for f in self.families], dtype=np.float64)
         self.family_names: tuple[str, ...] = tuple(f.name for f in self.families)
 
-        N, H = self.n_devices, self.history
-        F = 9 + H
-        high = np.ones(F * N + 3)
-        for f in (*range(3, 4 + H), 5 + H, 8 + H):
-            high[f * N:(f + 1) * N] = MAX_OBS
-        high[F * N + 1] = MAX_OBS
+        lay = v1_layout(self.n_devices, self.history)
+        high = np.ones(lay.dim)
+        for f in ("rates", "mean_rate", "compute", "time"):
+            high[lay.block(f)] = MAX_OBS
+        high[lay.scalar("elapsed")] = MAX_OBS
         self.observation_space = spaces.Box(np.zeros_like(high, dtype=np.float32), high.astype(np.float32),
                                             dtype=np.float32)
         self._obs = np.zeros(high.shape, dtype=np.float64)
@@ -268,19 +268,11 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
               "_o_send", "_o_time")
 
     def _make_views(self) -> None:
-        N, H, o = self.n_devices, self.history, self._obs
-        b = lambda f, g=None: o[f * N:(g if g is not None else f + 1) * N]  # noqa: E731
-        self._o_speed = b(0)
-        self._o_deep = b(1)
-        self._o_nom = b(2)
-        self._o_rates = b(3, 3 + H)
-        self._o_rate0 = b(3)
-        self._o_mean = b(3 + H)
-        self._o_cut = b(4 + H)
-        self._o_A = b(5 + H)
-        self._o_left = b(6 + H)
-        self._o_send = b(7 + H)
-        self._o_time = b(8 + H)
+        lay, o = v1_layout(self.n_devices, self.history), self._obs
+        self._o_speed, self._o_deep, self._o_nom = o[lay.block("speed")], o[lay.block("deepest")], o[lay.block("nominal")]
+        self._o_rates, self._o_rate0 = o[lay.block("rates")], o[lay.first_block("rates")]
+        self._o_mean, self._o_cut, self._o_A = o[lay.block("mean_rate")], o[lay.block("cut")], o[lay.block("compute")]
+        self._o_left, self._o_send, self._o_time = o[lay.block("left")], o[lay.block("sending")], o[lay.block("time")]
 
     # ------------------------------------------------------------------ the links
 

@@ -1,14 +1,17 @@
 """Action wrappers that make the EdgeSplit environments usable by stable-baselines3.
 
-The native action is a ``Dict`` of cut indices and shares, which SB3 does not take. Three views:
+The native action is a ``Dict`` of cut indices and shares, which SB3 does not take. Four views,
+each under one name (:data:`WRAPPERS`; ``--wrapper`` of ``train-agent``/``evaluate``):
 
-========================  =====================================  ===============================================
-wrapper                   action space                           mapping to the native action
-========================  =====================================  ===============================================
-:class:`FlatBoxAction`    ``Box(-1, 1, (2N,))`` (PPO/SAC/TD3)     first N: cuts, second N: shares (see below)
-:class:`CutsOnlyAction`   ``MultiDiscrete([L] * N)``             cuts; shares set optimally for them
-:class:`SharesOnlyAction` ``Box(-1, 1, (N,))``                   shares; each device's best cut for its share
-========================  =====================================  ===============================================
+============  ==========================  =====================================  ===============================================
+name          wrapper                     action space                           mapping to the native action
+============  ==========================  =====================================  ===============================================
+``flat``      :class:`FlatBoxAction`      ``Box(-1, 1, (2N,))`` (PPO/SAC/TD3)     first N: cuts, second N: shares (see below)
+``hybrid``    :class:`CutsOnlyAction`     ``MultiDiscrete([L] * N)``             cuts; shares set optimally for them
+``shares``    :class:`SharesOnlyAction`   ``Box(-1, 1, (N,))``                   shares; each device's best cut for its share
+``forecast``  :class:`ForecastAction`     ``Box(-1, 1, (N,))``                   a rate forecast per device; the ``exact``
+                                                                                 scheduler's plan on it
+============  ==========================  =====================================  ===============================================
 
 Mappings (documented because they shape what an agent can express):
 
@@ -39,7 +42,10 @@ import numpy as np
 from gymnasium import spaces
 
 from edgesplit.costmodel import optimal_shares
-from edgesplit.schedulers import best_cuts_for_shares
+from edgesplit.schedulers import best_cuts_for_shares, get_scheduler
+
+FORECAST_RANGE = math.e
+"""The forecast action ``a`` in ``[-1, 1]`` plans on ``nominal * FORECAST_RANGE ** a`` (= ``nominal * exp(a)``)."""
 
 SHARE_KAPPA = math.log(1000.0) / 2.0
 """Slope of the share mapping: ``share ∝ exp(SHARE_KAPPA * a)`` for ``a`` in ``[-1, 1]``."""
@@ -138,18 +144,60 @@ class SharesOnlyAction(_EdgeSplitActionWrapper):
         return {"cuts": (cuts - 1).astype(np.intp), "shares": shares}
 
 
+class ForecastAction(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
+    """``Box(-1, 1, (N,), float32)``: a rate forecast per device; the ``exact`` scheduler plans on it.
+
+    Action ``a_i`` means "device ``i``'s link will deliver ``nominal_i * FORECAST_RANGE ** a_i`` in
+    the coming round", ``nominal_i`` being its link-class rate (``FORECAST_RANGE = e``: the
+    forecast is ``nominal_i * exp(a_i)``, between 0.37x and 2.7x nominal). The cuts and shares are
+    :mod:`edgesplit.schedulers`' ``exact`` plan (the global optimum) for those rates. ``a = 0`` is
+    the ``static`` scheduler; ``a_i = log(measured_i / nominal_i)`` (where it fits the range) is
+    ``exact`` re-solved on the last measured rates. Entries outside ``[-1, 1]`` or NaN raise
+    ``ValueError``.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ActionWrapper.__init__(self, env)
+        base = env.unwrapped
+        if not hasattr(base, "cost_model") and not hasattr(base, "planning_cost_model"):
+            raise TypeError(f"ForecastAction: expects an EdgeSplit environment, got {base!r}")
+        self.n_devices: int = base.n_devices
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(self.n_devices,), dtype=np.float32)
+        self._exact = get_scheduler("exact")
+
+    def forecast_rates_bps(self, action: np.ndarray) -> np.ndarray:
+        """The rates the planner assumes for ``action``."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != (self.n_devices,):
+            raise ValueError(f"action: expected shape ({self.n_devices},), got {a.shape}")
+        if not (np.all(a >= -1.0) and np.all(a <= 1.0)):  # also catches NaN
+            i = int(np.flatnonzero(~((a >= -1.0) & (a <= 1.0)))[0])
+            raise ValueError(f"action[{i}]: {a[i]} is not a number in [-1, 1]")
+        return self.env.unwrapped.cost_model.rate_bps * FORECAST_RANGE ** a
+
+    def action(self, action: np.ndarray) -> dict[str, np.ndarray]:
+        """The native action: the exact plan on the forecast rates."""
+        plan = self._exact.plan(self.env.unwrapped.cost_model.with_rates(self.forecast_rates_bps(action)))
+        return {"cuts": plan.cuts - 1, "shares": plan.shares}
+
+
 WRAPPERS: dict[str, type[gym.ActionWrapper]] = {
     "flat": FlatBoxAction,
-    "cuts": CutsOnlyAction,
+    "hybrid": CutsOnlyAction,
     "shares": SharesOnlyAction,
+    "forecast": ForecastAction,
 }
-"""The wrappers by short name (``agents`` may look them up here)."""
+"""Every action wrapper, by its one name."""
+
+WRAPPER_NAMES: tuple[str, ...] = tuple(WRAPPERS)
+"""Names accepted by :func:`wrap` (besides ``native``) and by ``--wrapper``."""
 
 
 def wrap(env: gym.Env, kind: str) -> gym.Env:
-    """``env`` wrapped by the action wrapper ``kind`` (``flat``, ``cuts``, ``shares``, or ``native``)."""
+    """``env`` wrapped by the action wrapper called ``kind`` (see :data:`WRAPPERS`), or as is for ``native``."""
     if kind == "native":
         return env
     if kind not in WRAPPERS:
-        raise ValueError(f"kind: must be one of native, {', '.join(WRAPPERS)}, got {kind!r}")
+        raise ValueError(f"wrapper: must be one of native, {', '.join(WRAPPERS)}, got {kind!r}")
     return WRAPPERS[kind](env)

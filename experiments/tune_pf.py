@@ -27,7 +27,7 @@ from edgesplit.agents.classical import ProportionalFairPolicy  # noqa: E402
 from edgesplit.agents.evaluation import run_episode  # noqa: E402
 from edgesplit.agents.policies import ByEnvPolicy, get_policy  # noqa: E402
 
-EXPONENTS = (0.5, 1.0, 2.0, 3.0)
+EXPONENTS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
 WINDOWS_S = (30.0, 60.0, 120.0, 300.0)
 
 
@@ -39,12 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1000, help="first episode seed")
     p.add_argument("--n-devices", type=int, default=10, help="N")
     p.add_argument("--csv", default=None, help="write the table here too")
+    p.add_argument("--exponents", default=None, help="comma-separated exponents (default: the full grid)")
+    p.add_argument("--windows", default=None, help="comma-separated windows in s (default: the full grid)")
     a = p.parse_args(argv)
     env = gym.make("EdgeSplitDynamic-v1", n_devices=a.n_devices, traces=a.traces)
     seeds = range(a.seed, a.seed + a.episodes)
     static = np.array([run_episode(env, get_policy("static"), s).total_time_s for s in seeds])
     rows = []
-    for e, w in tqdm(list(itertools.product(EXPONENTS, WINDOWS_S)), desc="pf grid", file=sys.stderr):
+    exps = tuple(float(x) for x in a.exponents.split(",")) if a.exponents else EXPONENTS
+    wins = tuple(float(x) for x in a.windows.split(",")) if a.windows else WINDOWS_S
+    for e, w in tqdm(list(itertools.product(exps, wins)), desc="pf grid", file=sys.stderr):
         pol = ByEnvPolicy("pf", ProportionalFairPolicy("pf", exponent=e, window_s=w))
         tot = np.array([run_episode(env, pol, s).total_time_s for s in seeds])
         rows.append({"exponent": e, "window_s": w, "mean_total_time_s": tot.mean(),

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from edgesplit.agents.environment import (RateFeatures, fast_exact_plan, make_agent_env, make_base_env, rate_features,
+from edgesplit.agents.environment import (RateFeatures, make_agent_env, make_base_env, rate_features,
                                 split_traces)
 from edgesplit.agents.evaluation import evaluate, evaluate_policies, mean_ci95, summarize
 from edgesplit.agents.policies import CLASSICAL, V1_ONLY, Policy, get_policy, shipped_policy_path
@@ -62,16 +62,22 @@ def test_unknown_policy_is_refused_with_a_clear_message() -> None:
         get_policy("no-such-policy")
 
 
-def test_fast_exact_plan_matches_exact() -> None:
-    env = make_base_env("EdgeSplitDynamic-v0", n_devices=10)
-    rng = np.random.default_rng(0)
-    ex = get_scheduler("exact")
-    for seed in range(20):
-        env.reset(seed=seed)
-        cm = env.unwrapped.cost_model
-        cm = cm.with_rates(cm.rate_bps * np.exp(rng.normal(0.0, 0.7, cm.n_devices)))
-        cuts, shares = fast_exact_plan(cm)
-        assert cm.round_time(cuts, shares) <= ex.plan(cm).round_time_s * (1 + 1e-4)
+def test_forecast_action_plans_with_the_exact_scheduler() -> None:
+    """The forecast wrapper's native action is edgesplit.schedulers' exact plan on the forecast rates."""
+    env = make_agent_env("EdgeSplitDynamic-v0", "forecast", n_devices=6)
+    env.reset(seed=2)
+    base = env.unwrapped
+    a = np.random.default_rng(0).uniform(-1, 1, 6).astype(np.float32)
+    native = env.action(a)
+    plan = get_scheduler("exact").plan(base.cost_model.with_rates(base.cost_model.rate_bps * np.exp(a.astype(float))))
+    assert np.array_equal(native["cuts"] + 1, plan.cuts) and np.allclose(native["shares"], plan.shares)
+
+
+def test_every_wrapper_has_one_name() -> None:
+    from edgesplit.envs.wrappers import WRAPPERS, ForecastAction
+
+    assert set(WRAPPERS) == {"flat", "hybrid", "shares", "forecast"} and WRAPPERS["forecast"] is ForecastAction
+    assert len(set(WRAPPERS.values())) == len(WRAPPERS)
 
 
 def test_forecast_action_zero_is_the_static_plan() -> None:

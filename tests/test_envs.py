@@ -27,7 +27,7 @@ from edgesplit.envs.wrappers import SHARE_KAPPA, cuts_from_unit, shares_from_uni
 from .conftest import SHARED_DATA
 
 N = 4
-WRAPPER_KINDS = ["native", "flat", "cuts", "shares"]
+WRAPPER_KINDS = ["native", "flat", "hybrid", "shares", "forecast"]  # H-dyn: every wrapper under its one name
 
 
 def make(env_id: str, kind: str = "native", **kw) -> gym.Env:
@@ -283,7 +283,7 @@ def test_bad_actions_raise_value_error(env_id: str, action, pattern: str) -> Non
     ("flat", np.array([0.0] * (2 * N - 1) + [np.nan]), r"action\[7\].*not finite"),
     ("flat", np.array([0.0] * (2 * N - 1) + [1.5]), r"action\[7\].*outside"),
     ("shares", np.array([0.0, -2.0, 0.0, 0.0]), r"action\[1\].*outside"),
-    ("cuts", np.array([0, 0, 0, 999]), r"action\[3\].*out of range"),
+    ("hybrid", np.array([0, 0, 0, 999]), r"action\[3\].*out of range"),
 ])
 def test_bad_wrapped_actions_raise_value_error(kind: str, action, pattern: str) -> None:
     env = make("EdgeSplit-v0", kind)
@@ -316,7 +316,7 @@ def test_unit_mappings() -> None:
 
 
 def test_cuts_wrapper_sets_optimal_shares(vgg19) -> None:
-    env = make("EdgeSplit-v0", "cuts", n_devices=6)
+    env = make("EdgeSplit-v0", "hybrid", n_devices=6)
     env.reset(seed=4)
     base = env.unwrapped
     cm = CostModel.from_scenario(base.scenario)
@@ -455,7 +455,7 @@ def test_pensieve_traces_in_the_dynamic_env() -> None:
 
 
 def test_cuts_wrapper_in_the_dynamic_env_plans_on_measured_rates(vgg19) -> None:
-    env = make("EdgeSplitDynamic-v0", "cuts", rounds=4)
+    env = make("EdgeSplitDynamic-v0", "hybrid", rounds=4)
     env.reset(seed=6)
     base = env.unwrapped
     cuts = np.array([3, 3, 6, 6])
