@@ -265,3 +265,13 @@ def test_tiny_share_gives_a_stall_not_nan() -> None:
                 break
         assert term and info["stalled"]
         assert env.observation_space.contains(obs)
+
+
+def test_builtin_traces_ship_with_the_package() -> None:
+    from edgesplit.traces import builtin_trace_dir
+
+    fams = {f.name: len(f) for f in load_families(builtin_trace_dir())}
+    assert fams == {"fcc": 5, "hsdpa": 4}
+    env = gym.make("EdgeSplitDynamic-v1", n_devices=3, rounds=1, traces=builtin_trace_dir())
+    _, rew, info = play(env, 0)
+    assert info["round_done"] and all(r < 0 for r in rew)
