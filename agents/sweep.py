@@ -14,8 +14,9 @@ CPU per trial) by default, or on an existing cluster with ``address`` (``ray://H
 Written to ``out`` as results come: ``trials/<trial>.json`` (one per finished trial, so a crash
 loses nothing and a rerun skips finished trials), ``trials.csv``, ``summary.md`` (per algorithm
 and hyper-parameter set: interquartile mean and 95 % stratified-bootstrap interval of the gap
-closed and of the ratio to alternating, as rliable computes them, :func:`iqm` and
-:func:`stratified_bootstrap_ci`) and ``sweep.png``.
+closed and of the ratio to alternating, as rliable computes them, with
+:func:`edgesplit.agents.evaluation.iqm` and :func:`~edgesplit.agents.evaluation.stratified_bootstrap_ci`)
+and ``sweep.png``.
 
 Ray is an optional extra: ``pip install -e '.[sweep]'``.
 """
@@ -33,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgesplit.agents.evaluation import iqm, stratified_bootstrap_ci  # the one place of these formulas
 from edgesplit.agents.loading import MissingExtraError
 
 TRIAL_COLUMNS = ["trial", "algo", "hp_set", "seed", "timesteps", "mean_total_time_s", "alternating_mean_total_time_s",
@@ -219,44 +221,14 @@ def train_many(configs: Sequence[Any], workers: int = 1, address: str | None = N
 # ----------------------------------------------------------------------------- aggregation
 
 
-def iqm(scores: np.ndarray) -> float:
-    """Interquartile mean (rliable's ``aggregate_iqm``: ``scipy.stats.trim_mean(x, 0.25)`` over all
-    runs and tasks): the mean of the middle 50 % of the scores."""
-    x = np.sort(np.asarray(scores, dtype=np.float64).ravel())
-    n = x.size
-    if n == 0:
-        return math.nan
-    k = int(0.25 * n)
-    return float(x[k:n - k].mean())
-
-
-def stratified_bootstrap_ci(scores: np.ndarray, stat=iqm, reps: int = 2000, alpha: float = 0.05,
-                            seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of ``stat`` under the stratified bootstrap (rliable's method): runs are
-    resampled with replacement within each task (column) of ``scores`` (runs x tasks)."""
-    x = np.asarray(scores, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.shape[0] < 2:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    n, m = x.shape
-    vals = np.empty(reps)
-    cols = np.arange(m)[None, :]
-    for r in range(reps):
-        idx = rng.integers(0, n, size=(n, m))
-        vals[r] = stat(x[idx, cols])
-    return float(np.quantile(vals, alpha / 2)), float(np.quantile(vals, 1 - alpha / 2))
-
-
 def aggregate(df: Any, metric: str, reps: int = 2000) -> list[dict[str, Any]]:
     """Per (algo, hp_set): runs, IQM, 95 % stratified bootstrap interval and mean of ``metric``."""
     out = []
     for (algo, hp_set), g in df.groupby(["algo", "hp_set"], sort=True):
         v = g[metric].astype(float).to_numpy()
         v = v[np.isfinite(v)]
-        lo, hi = stratified_bootstrap_ci(v[:, None], reps=reps) if v.size else (math.nan, math.nan)
-        out.append({"algo": algo, "hp_set": hp_set, "runs": int(len(g)), "finite": int(v.size), "iqm": iqm(v) if v.size else math.nan,
+        lo, hi = stratified_bootstrap_ci([v], reps=reps) if v.size >= 2 else (math.nan, math.nan)
+        out.append({"algo": algo, "hp_set": hp_set, "runs": int(len(g)), "finite": int(v.size), "iqm": float(iqm(v)) if v.size else math.nan,
                     "ci_low": lo, "ci_high": hi, "mean": float(v.mean()) if v.size else math.nan})
     return out
 

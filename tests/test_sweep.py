@@ -9,25 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from edgesplit.agents.sweep import SweepConfig, iqm, stratified_bootstrap_ci, trial_specs
+from edgesplit.agents.sweep import SweepConfig, iqm, trial_specs
 
 
-def test_iqm_is_scipys_trimmed_mean() -> None:
-    trim_mean = pytest.importorskip("scipy.stats").trim_mean
-    x = np.random.default_rng(1).normal(size=(13, 3))
-    assert iqm(x) == pytest.approx(trim_mean(x, 0.25, axis=None))
+def test_sweep_aggregates_with_iqm_and_a_stratified_bootstrap_interval() -> None:
+    from edgesplit.agents.sweep import aggregate
 
-
-def test_iqm_trims_a_quarter_each_side_and_the_bootstrap_interval_covers_it() -> None:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(13, 3))
-    assert iqm([1.0, 2.0, 3.0, 100.0]) == 2.5  # the outlier is trimmed
-    assert iqm(np.arange(8.0)) == 3.5 and iqm([5.0]) == 5.0
-    lo, hi = stratified_bootstrap_ci(x, reps=500)
-    assert lo < iqm(x) < hi
-    # stratified: every resample keeps each task's column; a constant task adds no width
-    lo2, hi2 = stratified_bootstrap_ci(np.column_stack([x[:, 0], np.full(13, 5.0)]), reps=500)
-    assert lo2 < hi2 and math.isnan(stratified_bootstrap_ci(np.ones((1, 1)))[0])
+    df = pd.DataFrame({"algo": ["ppo"] * 5 + ["a2c"] * 2, "hp_set": "default",
+                       "gap_closed": [0.1, 0.2, 0.3, 0.4, 5.0, 0.5, None]})
+    rows = {r["algo"]: r for r in aggregate(df, "gap_closed", reps=500)}
+    assert rows["ppo"]["iqm"] == pytest.approx(iqm([0.1, 0.2, 0.3, 0.4, 5.0])) and rows["ppo"]["iqm"] < 1.0  # trimmed
+    assert rows["ppo"]["ci_low"] <= rows["ppo"]["iqm"] <= rows["ppo"]["ci_high"]
+    assert rows["a2c"]["runs"] == 2 and rows["a2c"]["finite"] == 1 and math.isnan(rows["a2c"]["ci_low"])
 
 
 def test_trial_specs_cover_algos_sets_and_seeds(tmp_path: Path) -> None:
