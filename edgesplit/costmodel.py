@@ -22,12 +22,7 @@ import numpy as np
 
 from edgesplit.errors import InfeasibleError
 from edgesplit.profiles import LayerProfile
-from edgesplit.scenario import Scenario
-
-
-def prefix_train_seconds(profile_train_s: np.ndarray) -> np.ndarray:
-    """``F(c)`` for ``c = 1..L`` (seconds per sample)."""
-    return np.cumsum(profile_train_s)
+from edgesplit.scenario import Scenario, effective_speed
 
 
 def prefix_weights(param_bytes: np.ndarray) -> np.ndarray:
@@ -192,8 +187,7 @@ class CostModel:
             speed = s.array("speed")
         if not any(d.profile is not None for d in s.devices):
             return speed
-        FL = float(s.profile.prefix_train_s[-1])
-        return np.array([FL / float(d.profile.prefix_train_s[-1]) if d.profile is not None else speed[i]
+        return np.array([effective_speed(s.profile, d.profile) if d.profile is not None else speed[i]
                          for i, d in enumerate(s.devices)])
 
     @property

@@ -246,10 +246,6 @@ def _integer(value: Any, where: str, key: str) -> int:
     return int(value)
 
 
-def _is_positive_number(x: Any) -> bool:
-    return type(x) in (float, int) and 0 < x < math.inf
-
-
 _SPEED_LO, _SPEED_HI = LIMITS["speed"]
 _RATE_LO, _RATE_HI = LIMITS["rate_bps"]
 _MEM_LO, _MEM_HI = LIMITS["memory_bytes"]
