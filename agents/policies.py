@@ -362,9 +362,16 @@ def get_policy(spec: str | Path, **options: Any) -> Policy:
     if name == "oracle":
         return ByEnvPolicy(name, OracleV1Policy(**{k: v for k, v in options.items() if k == "iterations"}),
                            OraclePolicy(**options))
-    if name == "learned":
-        return LearnedPolicy(shipped_policy_path(), name="learned")
+    if name == "learned":  # v1: the shipped tilt (H-learn); per-round envs: the v0 PPO policy
+        from edgesplit.agents.learned_v1 import LearnedV1Policy
+        v0 = LearnedPolicy(shipped_policy_path(), name="learned")
+        pol = ByEnvPolicy("learned", LearnedV1Policy(), v0)
+        pol.meta = v0.meta  # the v0 policy's metadata, as before
+        return pol
     p = Path(name)
+    from edgesplit.agents.learned_v1 import LearnedV1Policy, is_tilt_file
+    if is_tilt_file(p):  # a saved v1 tilt (.npz/.json, H-learn)
+        return ByEnvPolicy(p.stem, LearnedV1Policy(p, name=p.stem))
     if p.suffix in (".zip", ".json") or p.is_dir() or p.exists():
         return LearnedPolicy(p)
     raise ValueError(f"policy: {name!r} is neither a policy name ({', '.join(CLASSICAL + REFERENCE)}, learned) "

@@ -1,0 +1,454 @@
+"""Training of the learned v1 tilt (:mod:`edgesplit.agents.learned_v1`): evolution strategies on a
+batched round simulator.
+
+Why not PPO on the env: the tilt acts every 5 s of simulated time (60-100 decisions per round), the
+only signal is the round's end time, and on two shared cores the env plays a few hundred steps per
+second. Black-box evolution strategies (OpenAI-ES: antithetic Gaussian perturbations of the few
+hundred weights, Adam on the fitness gradient) evaluate every candidate on the *same* rounds, so
+the fitness is the candidate's round time relative to the PF backbone's on identical links (common
+random numbers: most of the trace noise cancels), and a numpy simulator plays hundreds of rounds
+at once. PPO on the env was tried first (see ``docs/agents.md``).
+
+The simulator replays one round of ``EdgeSplitDynamic-v1`` for a batch of rows:
+
+- a scenario from the env's own generator (``reset(seed)``: speeds, memory, link classes,
+  ``T_ref``), a position in the episode (0-19 rounds of history), per device a family (one for the
+  whole round half of the time, else one per device, as the env draws) and a trace of it at a
+  random offset, continued on other traces of the family, scaled by ``class rate / family mean``;
+- the mean measured since the episode start, last round's measured rates (mean over the last
+  ``0.8 T_ref`` s), the last measured 5 s windows: what ``policy_view()`` shows at the cut epoch;
+- the round's plan: ``exact`` on the mean rates (:func:`round_plan`, as ``pf``), ``B_i`` the
+  traffic of its cuts, ``A_i`` their compute; shares every ``interval_s`` from the tilt, renormalised over the
+  devices still sending the moment one finishes (event-exact within each 1 s bin).
+
+It does not model migration bits (a few rounds per episode change cuts) nor the shorter windows at
+round ends; the policy is judged on the env itself, never on this simulator.
+
+Honesty: only the families passed in are used; each is split by trace into a training part and a
+validation part (``val_fraction``); the candidate kept is the one with the best validation score,
+so nothing is selected on a family that is evaluated later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgesplit.agents.learned_v1 import (TiltConfig, TiltModel, pf_weights, round_plan, shares_from_logits,
+                                         tilt_features, tilt_logits)
+
+
+@dataclass
+class ESConfig:
+    """Hyper-parameters of the evolution strategy and the simulator (see ``agents/hyperparams``)."""
+
+    population: int = 16
+    """Antithetic pairs per generation."""
+    sigma: float = 0.1
+    """Std of the weight perturbations."""
+    lr: float = 0.03
+    """Adam step size."""
+    batch_rounds: int = 24
+    """Rounds every candidate plays per generation (the same rounds for all)."""
+    generations: int = 400
+    """At most this many generations."""
+    minutes: float = 12.0
+    """Wall-clock budget (stops earlier)."""
+    val_rounds: int = 96
+    """Fixed validation rounds (validation traces of the training families)."""
+    eval_every: int = 10
+    """Validate every this many generations."""
+    val_fraction: float = 0.25
+    """Share of each training family's traces held out for validation."""
+    n_devices: int = 10
+    interval_s: float = 5.0
+    horizon_s: float = 1800.0
+    """A round not over after this many simulated seconds is cut there and charged 2x."""
+    init_std: float = 0.5
+    """Std of the random first-layer weights (the output layer starts at 0: the PF rule)."""
+    seed: int = 0
+    tilt: TiltConfig = field(default_factory=TiltConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ESConfig":
+        """From a YAML/JSON mapping; unknown keys raise ``ValueError`` naming them."""
+        d = dict(d)
+        tilt = TiltConfig(**d.pop("tilt", {}))
+        known = {f for f in cls.__dataclass_fields__}
+        bad = sorted(set(d) - known)
+        if bad:
+            raise ValueError(f"config: unknown keys {bad}; allowed: {sorted(known)}")
+        return cls(**d, tilt=tilt)
+
+
+# ----------------------------------------------------------------------------- link rates
+
+
+class FamilyRates:
+    """A trace family as 1 s rate arrays (bit/s, unscaled) with the family mean used for scaling."""
+
+    def __init__(self, name: str, traces: Sequence[Any], mean_bps: float) -> None:
+        self.name = name
+        self.mean_bps = float(mean_bps)
+        self.rates = [self._per_second(t) for t in traces]
+
+    @staticmethod
+    def _per_second(trace: Any) -> np.ndarray:
+        t = np.asarray(trace.times_s, dtype=np.float64)
+        r = np.asarray(trace.rates_bps, dtype=np.float64)
+        P = float(trace.period_s)
+        edges = np.concatenate([t, [P]])
+        cum = np.concatenate([[0.0], np.cumsum(r * np.diff(edges))])
+        n = max(int(math.floor(P)), 1)
+        c = np.interp(np.arange(n + 1, dtype=np.float64), edges, cum)
+        return np.diff(c)
+
+    def sequence(self, rng: np.random.Generator, length: int, start: str = "random") -> np.ndarray:
+        """``length`` seconds of a link: a random trace from a random offset, continued on other
+        traces of the family (never looping the same one)."""
+        k = int(rng.integers(len(self.rates)))
+        tr = self.rates[k]
+        off = int(rng.integers(len(tr))) if start == "random" else 0
+        parts = [tr[off:]]
+        n = parts[0].size
+        while n < length:
+            if len(self.rates) > 1:
+                j = int(rng.integers(len(self.rates) - 1))
+                k = j + 1 if j >= k else j
+            parts.append(self.rates[k])
+            n += self.rates[k].size
+        return np.concatenate(parts)[:length]
+
+
+def split_family(fam: Any, val_fraction: float, seed: int = 0) -> tuple[FamilyRates, FamilyRates]:
+    """``(train, validation)`` parts of a :class:`edgesplit.traces.TraceFamily`, by trace (seeded);
+    both scale by the whole family's mean, as the env does."""
+    traces = sorted(fam.traces, key=lambda t: Path(t.name).name)
+    perm = np.random.default_rng(seed).permutation(len(traces))
+    n_val = int(round(val_fraction * len(traces)))
+    n_val = min(max(n_val, 1), len(traces) - 1) if len(traces) >= 2 else 0
+    val = [traces[i] for i in perm[:n_val]] or traces
+    train = [traces[i] for i in perm[n_val:]]
+    return FamilyRates(fam.name, train, fam.mean_bps), FamilyRates(fam.name, val, fam.mean_bps)
+
+
+# ----------------------------------------------------------------------------- rounds
+
+
+@dataclass
+class RoundBatch:
+    """``M`` rounds ready to simulate (arrays ``(M, N)`` unless said otherwise)."""
+
+    R: np.ndarray          # (M, N, S) the links' whole-band rates over the round's seconds
+    past: np.ndarray       # (M, K, N) the measured windows before the round, most recent first
+    past_dur: np.ndarray   # (M, K) their durations (s)
+    mean_rate: np.ndarray
+    nominal: np.ndarray
+    B: np.ndarray
+    A: np.ndarray
+    plan_shares: np.ndarray
+    plan_time: np.ndarray  # (M,)
+
+
+def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: int, cfg: ESConfig,
+                  env: Any, k_windows: int) -> RoundBatch:
+    """``M`` rounds as the simulator plays them (see module doc); ``env`` is an
+    ``EdgeSplitDynamic-v1`` instance used only for its scenario generator."""
+    from edgesplit.schedulers import get_scheduler
+
+    exact = get_scheduler("exact")
+    tc = cfg.tilt
+    N = cfg.n_devices
+    S = int(cfg.horizon_s)
+    dt = int(round(cfg.interval_s))
+    out = {k: [] for k in ("R", "past", "past_dur", "mean_rate", "nominal", "B", "A", "plan_shares", "plan_time")}
+    for _ in range(M):
+        env.reset(seed=int(rng.integers(2**31 - 1)))
+        cm = env.cost_model
+        nominal = np.asarray(cm.rate_bps, dtype=np.float64)
+        T_ref = float(env.reference_time_s)
+        rounds_before = int(rng.integers(0, 20))
+        Lp = int(round(rounds_before * T_ref))
+        if rng.random() < 0.5:
+            fams = [families[int(rng.integers(len(families)))]] * N
+        else:
+            fams = [families[int(rng.integers(len(families)))] for _ in range(N)]
+        seqs = np.stack([f.sequence(rng, Lp + S) * (nominal[i] / f.mean_bps) for i, f in enumerate(fams)])
+        pre, R = seqs[:, :Lp], seqs[:, Lp:]
+        if Lp > 0:
+            mean_rate = pre.mean(axis=1)
+            last_round = pre[:, -max(1, min(Lp, int(0.8 * T_ref))):].mean(axis=1)
+            known = mean_rate if tc.plan_rates == "mean" else last_round
+            # the last window before a cut epoch is the previous round's compute tail (after its
+            # last transfer), then 5 s windows, as the env measures them
+            tail = int(min(Lp - 1, max(1, round(rng.uniform(0.0, 0.3) * T_ref)))) if Lp > 1 else Lp
+            wins, durs = [pre[:, Lp - tail:].mean(axis=1)], [float(tail)]
+            end = Lp - tail
+            while len(wins) < k_windows and end >= dt:
+                wins.append(pre[:, end - dt:end].mean(axis=1))
+                durs.append(float(dt))
+                end -= dt
+            while len(wins) < k_windows:
+                wins.append(wins[-1])
+                durs.append(0.0)
+            w, wd = np.stack(wins), np.asarray(durs)
+        else:
+            mean_rate = nominal.copy()
+            known = nominal.copy()
+            w = np.broadcast_to(nominal, (k_windows, N))
+            wd = np.r_[1.0, np.zeros(k_windows - 1)]
+        plan = round_plan(cm, np.maximum(known, 1e-3 * nominal), exact)
+        compute, traffic = cm.select(plan.cuts)
+        out["R"].append(R)
+        out["past"].append(np.array(w))
+        out["past_dur"].append(wd)
+        out["mean_rate"].append(mean_rate)
+        out["nominal"].append(nominal)
+        out["B"].append(np.asarray(traffic, dtype=np.float64))
+        out["A"].append(np.asarray(compute, dtype=np.float64))
+        out["plan_shares"].append(np.asarray(plan.shares, dtype=np.float64))
+        out["plan_time"].append(float(plan.round_time_s))
+    return RoundBatch(**{k: np.asarray(v, dtype=np.float32 if k == "R" else np.float64) for k, v in out.items()})
+
+
+def simulate(batch: RoundBatch, thetas: np.ndarray, cfg: ESConfig) -> np.ndarray:
+    """Round times ``(C, M)`` of ``C`` parameter vectors ``thetas (C, P)`` on the ``M`` rounds of
+    ``batch`` (every candidate on the same rounds)."""
+    tc = cfg.tilt
+    thetas = np.atleast_2d(thetas)
+    C = thetas.shape[0]
+    M, N, S = batch.R.shape
+    rows = C * M
+    ridx = np.tile(np.arange(M), C)
+    theta_rows = np.repeat(thetas, M, axis=0)
+    R = batch.R
+    B = batch.B[ridx]
+    A = batch.A[ridx]
+    past = batch.past[ridx].copy()
+    past_dur = batch.past_dur[ridx].copy()
+    window_s = tc.pf_window * cfg.interval_s
+    mean_rate, nominal = batch.mean_rate[ridx], batch.nominal[ridx]
+    plan_shares, plan_time = batch.plan_shares[ridx], batch.plan_time[ridx]
+    left = B.copy()
+    sending = left > 0
+    tau = np.where(sending, np.inf, 0.0)
+    dt = int(round(cfg.interval_s))
+    t = 0
+    while sending.any() and t + dt <= S:
+        x, base = tilt_features(past, mean_rate, nominal, left, B, sending, A, np.full(rows, float(t)),
+                                plan_shares, plan_time, tc, avg_weights=pf_weights(past_dur, window_s))
+        beta = shares_from_logits(tilt_logits(theta_rows, x, base, sending, tc))
+        for s in range(t, t + dt):
+            r = R[ridx, :, s].astype(np.float64)
+            frac = np.ones(rows)  # part of this second still to play, per row
+            while True:
+                act = sending & (frac[:, None] > 0)
+                if not act.any():
+                    break
+                b = np.where(act, beta, 0.0)
+                tot = b.sum(axis=1, keepdims=True)
+                b = b / np.where(tot > 0, tot, 1.0)
+                cap = b * r  # bits per second now
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ttf = np.where(act & (cap > 0), left / np.where(cap > 0, cap, 1.0), np.inf)
+                tmin = ttf.min(axis=1)
+                step = np.minimum(tmin, frac)
+                left = np.where(act, np.maximum(left - cap * step[:, None], 0.0), left)
+                fin = act & (ttf <= step[:, None] * (1 + 1e-12)) & np.isfinite(ttf)
+                if fin.any():
+                    tau = np.where(fin, (s + 1.0 - frac + step)[:, None], tau)
+                    left = np.where(fin, 0.0, left)
+                    sending = sending & ~fin
+                frac = np.where(tmin < frac, frac - step, 0.0)
+                if not (frac > 0).any():
+                    break
+        win = R[ridx, :, t:t + dt].mean(axis=2).astype(np.float64)
+        past = np.concatenate([win[:, None, :], past[:, :-1]], axis=1)
+        past_dur = np.concatenate([np.full((rows, 1), float(dt)), past_dur[:, :-1]], axis=1)
+        t += dt
+    T = np.where(np.isfinite(tau), tau, 2.0 * S) + A
+    return T.max(axis=1).reshape(C, M)
+
+
+# ----------------------------------------------------------------------------- evolution strategies
+
+
+def load_training_families(folders: Sequence[str | Path], exclude: Sequence[str] = ()) -> list[Any]:
+    """The trace families in ``folders`` (``edgesplit.traces.load_families``), minus ``exclude``."""
+    from edgesplit.traces import load_families
+
+    fams = [f for f in load_families([str(p) for p in folders]) if f.name not in set(exclude)]
+    if not fams:
+        raise ValueError(f"traces: no family left to train on (folders {list(folders)}, excluded {list(exclude)})")
+    return fams
+
+
+def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = None,
+             log: Any = sys.stderr, init: TiltModel | None = None) -> tuple[TiltModel, list[dict[str, Any]]]:
+    """Train the tilt on ``families`` (``TraceFamily`` objects) with OpenAI-ES; returns the model
+    with the best validation score and the log rows. Writes ``progress.csv`` (as it goes) and
+    ``model.{npz,json}`` to ``out`` when given. ``init``: continue from these weights (same
+    config; a fresh optimiser state) instead of a random start."""
+    import gymnasium as gym
+
+    from edgesplit import envs  # noqa: F401  (registers the ids)
+
+    t0 = time.time()
+    tc = cfg.tilt
+    k_windows = max(tc.pf_window, 6)
+    rng = np.random.default_rng(cfg.seed)
+    parts = [split_family(f, cfg.val_fraction, seed=cfg.seed) for f in families]
+    train_f = [p[0] for p in parts]
+    val_f = [p[1] for p in parts]
+    env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=cfg.n_devices, traces=list(families)).unwrapped
+    val_batch = sample_rounds(np.random.default_rng(cfg.seed + 10_000), val_f, cfg.val_rounds, cfg, env, k_windows)
+    P = tc.n_params()
+    theta = np.zeros(P)
+    F2H = 2 * len(x_names()) * tc.hidden
+    theta[:F2H] = rng.normal(0.0, cfg.init_std, F2H) / math.sqrt(2 * len(x_names()))
+    if init is not None:
+        if init.cfg != tc:
+            raise ValueError(f"init: the model's config {init.cfg} differs from the training config {tc}")
+        theta = np.asarray(init.theta, dtype=np.float64).copy()
+    m = np.zeros(P)
+    v = np.zeros(P)
+    rows: list[dict[str, Any]] = []
+    best = (math.inf, theta.copy(), -1)
+    out_dir = Path(out) if out is not None else None
+    writer = None
+    fh = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(out_dir / "progress.csv", "w", newline="")
+    steps = 0
+
+    def validate(th: np.ndarray) -> float:
+        T = simulate(val_batch, np.stack([np.zeros(P), th]), cfg)
+        return float(np.mean(np.log(T[1] / T[0])))
+
+    if init is not None:
+        best = (validate(theta), theta.copy(), 0)
+    try:
+        for g in range(cfg.generations):
+            batch = sample_rounds(rng, train_f, cfg.batch_rounds, cfg, env, k_windows)
+            eps = rng.normal(0.0, 1.0, (cfg.population, P))
+            cands = np.concatenate([np.zeros((1, P)), theta[None], theta + cfg.sigma * eps, theta - cfg.sigma * eps])
+            T = np.log(simulate(batch, cands, cfg))
+            steps += int(cands.shape[0] * cfg.batch_rounds * np.ceil(np.exp(T).mean() / cfg.interval_s))
+            ref = T[0]
+            cur = float(np.mean(T[1] - ref))
+            fp = (T[2:2 + cfg.population] - ref).mean(axis=1)
+            fm = (T[2 + cfg.population:] - ref).mean(axis=1)
+            grad = ((fp - fm)[:, None] * eps).mean(axis=0) / (2 * cfg.sigma)
+            m = 0.9 * m + 0.1 * grad
+            v = 0.999 * v + 0.001 * grad ** 2
+            theta = theta - cfg.lr * (m / (1 - 0.9 ** (g + 1))) / (np.sqrt(v / (1 - 0.999 ** (g + 1))) + 1e-8)
+            row: dict[str, Any] = {"generation": g + 1, "wall_s": round(time.time() - t0, 1),
+                                   "train_log_ratio_vs_pf": round(cur, 5), "val_log_ratio_vs_pf": "",
+                                   "sim_interval_steps_per_s": round(steps / max(time.time() - t0, 1e-9))}
+            last = (g + 1) % cfg.eval_every == 0 or g + 1 == cfg.generations or \
+                time.time() - t0 > 60 * cfg.minutes
+            if last:
+                val = validate(theta)
+                row["val_log_ratio_vs_pf"] = round(val, 5)
+                if val < best[0]:
+                    best = (val, theta.copy(), g + 1)
+                print(f"gen {g + 1}: {row['wall_s']:.0f} s, train {cur:+.4f}, validation {val:+.4f} "
+                      f"(log time ratio vs PF), {row['sim_interval_steps_per_s']} sim steps/s", file=log, flush=True)
+            rows.append(row)
+            if fh is not None:
+                if writer is None:
+                    writer = csv.DictWriter(fh, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+                fh.flush()
+            if time.time() - t0 > 60 * cfg.minutes:
+                break
+    finally:
+        if fh is not None:
+            fh.close()
+    if best[2] < 0 or (best[0] >= 0.0 and init is None):
+        # never better than PF on validation: ship PF itself (zero tilt), and say so
+        best = (0.0, np.zeros(P), 0)
+    meta = {"trained_on": [f.name for f in families], "validation_log_ratio_vs_pf": best[0],
+            "best_generation": best[2], "generations": len(rows), "wall_s": round(time.time() - t0, 1),
+            "es": {k: v for k, v in asdict(cfg).items() if k != "tilt"}, "n_devices": cfg.n_devices}
+    if init is not None:
+        meta["continued_from"] = {k: init.meta.get(k) for k in ("trained_on", "generations", "wall_s",
+                                                                 "validation_log_ratio_vs_pf")}
+    model = TiltModel(theta=best[1], cfg=tc, meta=meta)
+    if out_dir is not None:
+        model.save(out_dir / "model")
+    return model, rows
+
+
+def x_names() -> tuple[str, ...]:
+    """The feature names (re-exported for sizes)."""
+    from edgesplit.agents.learned_v1 import FEATURE_NAMES
+    return FEATURE_NAMES
+
+
+def load_config(path: str | Path | None) -> ESConfig:
+    """An :class:`ESConfig` from a YAML file (``None``: the defaults)."""
+    if path is None:
+        return ESConfig()
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config: {p} not found")
+    doc = yaml.safe_load(p.read_text()) or {}
+    if "EdgeSplitDynamic-v1" in doc:
+        doc = doc["EdgeSplitDynamic-v1"]
+    return ESConfig.from_dict(doc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: train a tilt (see ``--help``)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ap = argparse.ArgumentParser(prog="python -m edgesplit.agents.learned_v1_training",
+                                 description="Train the learned EdgeSplitDynamic-v1 scheduler (a residual tilt "
+                                             "on the PF rule) with evolution strategies.")
+    ap.add_argument("--traces", nargs="+", required=True, help="trace folders (a folder = a family; "
+                    "pensieve-train holds fcc and hsdpa)")
+    ap.add_argument("--exclude-family", nargs="*", default=[], help="families left out of training")
+    ap.add_argument("--config", default=None, help="hyper-parameter YAML (agents/hyperparams/edgesplit-dynamic-v1-learned.yml)")
+    ap.add_argument("--out", required=True, help="output folder (progress.csv, model.npz/json)")
+    ap.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    ap.add_argument("--minutes", type=float, default=None, help="override the wall-clock budget")
+    ap.add_argument("--generations", type=int, default=None, help="override the number of generations")
+    ap.add_argument("--init", default=None, help="continue from a saved tilt (same config)")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.seed is not None:
+            cfg.seed = args.seed
+        if args.minutes is not None:
+            cfg.minutes = args.minutes
+        if args.generations is not None:
+            cfg.generations = args.generations
+        fams = load_training_families(args.traces, args.exclude_family)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"training on {[f.name for f in fams]} ({sum(len(f) for f in fams)} traces)", file=sys.stderr)
+    init = TiltModel.load(args.init) if args.init else None
+    model, rows = train_es(fams, cfg, args.out, init=init)
+    print(json.dumps({"out": str(args.out), "trained_on": model.meta["trained_on"],
+                      "validation_log_ratio_vs_pf": model.meta["validation_log_ratio_vs_pf"],
+                      "wall_s": model.meta["wall_s"], "generations": model.meta["generations"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

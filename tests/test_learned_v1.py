@@ -1,0 +1,194 @@
+"""The learned v1 tilt: features, network, simulator, saved policy, env policy (issue 9 item 5)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from edgesplit import envs  # noqa: F401
+from edgesplit.agents.learned_v1 import (FEATURE_NAMES, MIN_SHARE, LearnedV1Policy, TiltConfig, TiltModel,
+                                         equal_finish_shares, shares_from_logits, tilt_features, tilt_logits)
+from edgesplit.agents.learned_v1_training import ESConfig, RoundBatch, simulate, train_es
+from edgesplit.traces import TraceFamily, synthetic_traces
+
+
+def _features(rng: np.random.Generator, M: int = 3, N: int = 5, K: int = 24):
+    cfg = TiltConfig()
+    nominal = rng.uniform(5e6, 50e6, (M, N))
+    past = nominal[:, None, :] * rng.lognormal(0, 0.5, (M, K, N))
+    B = rng.uniform(1e8, 3e8, (M, N))
+    left = B * rng.uniform(0.1, 1.0, (M, N))
+    sending = rng.random((M, N)) < 0.8
+    sending[:, 0] = True
+    A = rng.uniform(10, 100, (M, N))
+    plan, T = equal_finish_shares(B, A, nominal, np.ones((M, N), bool))
+    x, base = tilt_features(past, nominal * 0.9, nominal, left, B, sending, A, np.full(M, 30.0), plan, T, cfg)
+    return cfg, x, base, sending
+
+
+def test_equal_finish_shares_make_everyone_finish_together():
+    rng = np.random.default_rng(0)
+    B = rng.uniform(1e8, 3e8, (4, 6))
+    A = rng.uniform(5, 80, (4, 6))
+    r = rng.uniform(5e6, 5e7, (4, 6))
+    act = rng.random((4, 6)) < 0.7
+    act[:, 0] = True
+    s, T = equal_finish_shares(B, A, r, act, now_s=10.0)
+    np.testing.assert_allclose(s.sum(axis=1), 1.0)
+    assert (s[~act] == 0).all()
+    finish = 10.0 + B / (np.where(act, s, 1.0) * r) + A
+    for m in range(4):
+        np.testing.assert_allclose(finish[m, act[m]], T[m], rtol=1e-6)
+
+
+def test_zero_network_is_the_backbone_and_shares_are_a_distribution():
+    rng = np.random.default_rng(1)
+    cfg, x, base, sending = _features(rng)
+    assert x.shape == base.shape + (len(FEATURE_NAMES),)
+    logits = tilt_logits(np.zeros(cfg.n_params()), x, base, sending, cfg)
+    np.testing.assert_allclose(logits[sending], base[sending])
+    assert np.isneginf(logits[~sending]).all()
+    sh = shares_from_logits(logits)
+    np.testing.assert_allclose(sh.sum(axis=1), 1.0)
+    assert (sh[~sending] == 0).all() and (sh[sending] >= MIN_SHARE / 2).all()
+
+
+def test_tilt_is_permutation_equivariant():
+    rng = np.random.default_rng(2)
+    cfg, x, base, sending = _features(rng, M=2, N=6)
+    theta = rng.normal(0, 0.3, cfg.n_params())
+    perm = rng.permutation(6)
+    a = tilt_logits(theta, x, base, sending, cfg)
+    b = tilt_logits(theta, x[:, perm], base[:, perm], sending[:, perm], cfg)
+    np.testing.assert_allclose(a[:, perm], b)
+
+
+def test_population_rows_match_single_candidates():
+    rng = np.random.default_rng(3)
+    cfg, x, base, sending = _features(rng, M=2, N=4)
+    thetas = rng.normal(0, 0.3, (3, cfg.n_params()))
+    X = np.concatenate([x] * 3)
+    out = tilt_logits(thetas, X, np.concatenate([base] * 3), np.concatenate([sending] * 3), cfg)
+    for c in range(3):
+        np.testing.assert_allclose(out[2 * c:2 * c + 2], tilt_logits(thetas[c], x, base, sending, cfg))
+
+
+def _constant_batch(M: int = 2, N: int = 4, S: int = 900) -> tuple[RoundBatch, np.ndarray]:
+    rng = np.random.default_rng(4)
+    nominal = rng.uniform(5e6, 2e7, (M, N))
+    B = rng.uniform(5e8, 1e9, (M, N))
+    A = rng.uniform(10, 60, (M, N))
+    plan, T = equal_finish_shares(B, A, nominal, np.ones((M, N), bool))
+    R = np.repeat(nominal[:, :, None], S, axis=2).astype(np.float32)
+    past = np.repeat(nominal[:, None, :], 24, axis=1)
+    return RoundBatch(R=R, past=past, past_dur=np.full((M, 24), 5.0), mean_rate=nominal, nominal=nominal, B=B, A=A, plan_shares=plan, plan_time=T), T
+
+
+def test_simulator_reproduces_the_plan_at_constant_rates():
+    """Constant links: the backbone keeps the plan's shares, so the round lasts the plan's time."""
+    batch, T = _constant_batch()
+    cfg = ESConfig(n_devices=4, horizon_s=900.0)
+    got = simulate(batch, np.zeros((1, cfg.tilt.n_params())), cfg)[0]
+    np.testing.assert_allclose(got, T, rtol=1e-4)
+
+
+def test_simulator_renormalises_over_devices_still_sending():
+    """A device with nothing to send leaves the band to the others at once."""
+    batch, _ = _constant_batch(M=1, N=3)
+    batch.B[0, 0] = 0.0
+    cfg = ESConfig(n_devices=3, horizon_s=900.0)
+    got = simulate(batch, np.zeros((1, cfg.tilt.n_params())), cfg)[0, 0]
+    # the two others share the whole band; bound: each alone needs B/r, together at most the sum
+    r, B, A = batch.R[0, :, 0].astype(float), batch.B[0], batch.A[0]
+    assert got <= (B[1] / r[1] + B[2] / r[2]) + A[1:].max() + 1e-6
+    assert got >= max(B[1] / r[1] + A[1], B[2] / r[2] + A[2]) - 1e-6
+
+
+def test_model_save_load_roundtrip_and_errors(tmp_path):
+    cfg = TiltConfig(hidden=4)
+    theta = np.arange(cfg.n_params(), dtype=float) / 100
+    TiltModel(theta=theta, cfg=cfg, meta={"trained_on": ["a"]}).save(tmp_path / "m")
+    m = TiltModel.load(tmp_path / "m.json")
+    np.testing.assert_array_equal(m.theta, theta)
+    assert m.cfg == cfg and m.meta["trained_on"] == ["a"]
+    with pytest.raises(FileNotFoundError, match="learned v1 policy"):
+        TiltModel.load(tmp_path / "missing")
+    (tmp_path / "m.json").write_text((tmp_path / "m.json").read_text().replace('"format": 1', '"format": 99'))
+    with pytest.raises(ValueError, match="format"):
+        TiltModel.load(tmp_path / "m")
+
+
+def _family() -> TraceFamily:
+    return TraceFamily("synthetic-t", tuple(synthetic_traces(n_traces=3, duration_s=600.0, seed=5)))
+
+
+def test_policy_plays_v1_deterministically_without_the_future():
+    fam = _family()
+    env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=4, traces=[fam], rounds=2)
+
+    def forbidden(*a, **k):
+        raise AssertionError("the learned policy read the coming rates")
+
+    env.unwrapped.reference_only_future_bits = forbidden
+    cfg = TiltConfig(hidden=4)
+    pol = LearnedV1Policy(model=TiltModel(theta=np.random.default_rng(0).normal(0, 0.3, cfg.n_params()), cfg=cfg))
+    totals = []
+    for _ in range(2):
+        obs, info = env.reset(seed=3)
+        pol.reset(env, 3)
+        total, done = 0.0, False
+        while not done:
+            a = pol.act(obs, info)
+            assert env.action_space.contains({"cuts": a["cuts"], "shares": a["shares"]})
+            obs, _, term, trunc, info = env.step(a)
+            total += info["step_time_s"]
+            done = term or trunc
+        totals.append(total)
+    assert totals[0] == totals[1] > 0
+
+
+def test_policy_refuses_an_env_without_policy_view():
+    env = gym.make("edgesplit/EdgeSplit-v0", n_devices=4)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="EdgeSplitDynamic-v1"):
+        LearnedV1Policy(model=TiltModel.zero()).reset(env, 0)
+
+
+def test_es_training_runs_and_keeps_validation_best(tmp_path):
+    cfg = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1, n_devices=3,
+                   horizon_s=900.0, minutes=1.0)
+    cfg.tilt.hidden = 4
+    model, rows = train_es([_family(), TraceFamily("synthetic-u", tuple(synthetic_traces(3, 600.0, seed=6)))],
+                           cfg, tmp_path)
+    assert len(rows) == 2 and (tmp_path / "model.npz").is_file() and (tmp_path / "progress.csv").is_file()
+    assert model.meta["trained_on"] == ["synthetic-t", "synthetic-u"]
+    assert model.meta["validation_log_ratio_vs_pf"] <= 0.0
+    assert TiltModel.load(tmp_path / "model").theta.shape == (cfg.tilt.n_params(),)
+
+
+def test_ppo_tilt_env_passes_check_env_and_zero_action_is_the_backbone():
+    from gymnasium.utils.env_checker import check_env
+
+    from edgesplit.agents.learned_v1_ppo import TiltActionEnv
+
+    def make():
+        return TiltActionEnv(gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=3, traces=[_family()], rounds=1),
+                             TiltConfig(hidden=4))
+
+    check_env(make(), skip_render_check=True)
+    env = make()
+    base_env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=3, traces=[_family()], rounds=1)
+    pol = LearnedV1Policy(model=TiltModel.zero(TiltConfig(hidden=4)))
+    obs, info = env.reset(seed=1)
+    o2, i2 = base_env.reset(seed=1)
+    pol.reset(base_env, 1)
+    t1 = t2 = 0.0
+    done = False
+    while not done:
+        _, _, term, trunc, info = env.step(np.zeros(3, np.float32))
+        o2, _, _, _, i2 = base_env.step(pol.act(o2, i2))
+        t1 += info["step_time_s"]
+        t2 += i2["step_time_s"]
+        done = term or trunc
+    assert t1 == pytest.approx(t2)
