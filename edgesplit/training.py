@@ -155,7 +155,7 @@ def bind_scenario(scenario: Scenario, profile: LayerProfile, batch_size: int, re
         return Scenario(profile, int(batch_size), scenario.devices, scenario.server) if sp is not profile else scenario
     if not rebind:
         raise EdgeSplitError(f"{where}: {'; '.join(diffs)}; pass a matching scenario, or rebind it explicitly "
-                             f"(rebind_scenario=True / --rebind-scenario) to train and time the run's model")
+                             f"(rebind_scenario=True) to train and time the run's model")
     return Scenario(profile, int(batch_size), scenario.devices, scenario.server)
 
 
