@@ -218,3 +218,21 @@ def test_train_once_resume_with_sparse_checkpoints_keeps_each_round_once(tmp_pat
         pd.testing.assert_frame_equal(res[s].frame().drop(columns="wall_s"), ref[s].frame().drop(columns="wall_s"))
     timing = pd.read_csv(tmp_path / "timing.csv")
     assert sorted(timing.groupby(["scheduler", "round"]).size().to_dict().values()) == [2] * 6
+
+
+def test_help_literals_match_the_library_and_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    from edgesplit.commands import train as cmd
+    from edgesplit.datasets import DATASETS
+    from edgesplit.schedulers import SCHEDULERS
+    from edgesplit.training import TIMINGS
+
+    assert tuple(cmd.DATASET_NAMES) == tuple(DATASETS)
+    assert tuple(cmd.SCHEDULER_NAMES) == tuple(SCHEDULERS)
+    assert tuple(cmd.TIMING_NAMES) == tuple(TIMINGS)
+    code = ("import sys; from edgesplit.commands import train; "
+            "print(any(m in sys.modules for m in ('torch', 'pandas')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

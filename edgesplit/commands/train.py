@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
-from edgesplit.datasets import DATASETS
 from edgesplit.errors import EdgeSplitError
-from edgesplit.schedulers import SCHEDULERS
-from edgesplit.training import TIMINGS, RunConfig, run_training
+
+# literals, so that `edgesplit train --help` imports neither torch nor pandas (checked against the
+# library in tests/test_train_cli.py)
+DATASET_NAMES = ("cifar10", "mnist", "fashion_mnist", "synthetic", "synthetic_mnist")
+SCHEDULER_NAMES = ("alternating", "exact", "fl", "sl", "psl", "psl-fixed", "edgesplit-cuts-equal-bw",
+                   "per-device-cuts-equal-bw", "uniform-cut-opt-bw", "random")
+TIMING_NAMES = ("measured", "model")
 
 NAME = "train"
 HELP = "train a zoo model for real with split learning; time every scheduler on the measured steps"
@@ -49,11 +51,11 @@ def _alpha(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``edgesplit train``."""
     p.add_argument("--model", default="small_cnn", help="zoo model (edgesplit.zoo)")
-    p.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(DATASETS)} (synthetic needs no files)")
+    p.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(DATASET_NAMES)} (synthetic needs no files)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files (cifar10 batches, "
                    "image tree or .tar.gz; MNIST IDX files)")
     p.add_argument("--devices", type=int, default=4, help="number of devices N")
-    p.add_argument("--scheduler", default="alternating", help=f"one of: {', '.join(SCHEDULERS)}")
+    p.add_argument("--scheduler", default="alternating", help=f"one of: {', '.join(SCHEDULER_NAMES)}")
     p.add_argument("--schedulers", default=None, metavar="S1,S2,...",
                    help="several schedulers, all timed on the same training run and compared on one "
                         "time-to-accuracy plot (overrides --scheduler)")
@@ -71,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-acc", type=float, default=None, help="accuracy line on the plot; time to reach it in the summary")
     p.add_argument("--seed", type=int, default=0, help="seed of the devices, data split, weights and batch order")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--timing", choices=TIMINGS, default="measured",
+    p.add_argument("--timing", choices=TIMING_NAMES, default="measured",
                    help="measured: device times from the real torch steps mapped to each device; "
                         "model: the cost model alone (reproducible to the bit)")
     p.add_argument("--retrain", action="store_true",
@@ -84,6 +86,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, time every scheduler, write the outputs and print a table (or JSON)."""
+    import torch
+
+    from edgesplit.training import RunConfig, run_training
+
     if args.threads is not None:
         if args.threads < 1:
             raise EdgeSplitError(f"threads: must be >= 1, got {args.threads}")
