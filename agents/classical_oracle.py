@@ -76,7 +76,7 @@ def lp_feasible(B: np.ndarray, caps: np.ndarray) -> np.ndarray | None:
     if res.status != 0:
         return None
     beta = np.zeros((J, N))
-    beta[jj, idx[mm]] = res.x
+    beta[jj, idx[mm]] = np.clip(res.x, 0.0, 1.0)  # HiGHS may return -1e-15
     return beta
 
 
