@@ -72,7 +72,7 @@ def test_lp_oracle_equals_brute_force_on_tiny_instances(case: int) -> None:
     best = float(np.max(A + _finish_times(sh, rates, width, B), axis=1).min())
     assert T <= best * (1 + 1e-5)  # LP_MARGIN asks for 1e-6 more bits
     assert best <= T * 1.03  # the grid's resolution
-    assert (beta >= 0).all() and (beta.sum(axis=1) <= 1 + 1e-9).all()  # valid shares, never -1e-15
+    assert (beta >= 0).all() and (beta.sum(axis=1) <= 1 + 1e-6).all()  # never -1e-15; sums within the LP tolerance
     # the LP's shares achieve T (checked by the independent simulator)
     full = np.zeros((J, N))
     full[:beta.shape[0]] = beta
