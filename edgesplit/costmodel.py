@@ -96,17 +96,27 @@ def compute_seconds(s: Scenario, samples_per_round: np.ndarray | None = None,
     return out
 
 
+def cut_exchange_bits(activation_bytes: np.ndarray | float) -> np.ndarray:
+    """``8 * 2 * a``: the bits of ``a`` bytes of cut activations sent up plus their gradients sent down."""
+    return 16.0 * np.asarray(activation_bytes, dtype=np.float64)
+
+
+def aggregation_bits(client_weight_bytes: np.ndarray | float) -> np.ndarray:
+    """``8 * 2 * W``: the bits of the client-side weights sent up and back for aggregation."""
+    return 16.0 * np.asarray(client_weight_bytes, dtype=np.float64)
+
+
 def activation_bits_per_iteration(p: LayerProfile, batch_size: int) -> np.ndarray:
     """Bits of one iteration at cut ``c = 1..L``: ``8 b 2 act[c]`` (activations up, gradients down;
     0 at ``c = L``, where nothing is split)."""
-    out = 16.0 * batch_size * np.asarray(p.activation_bytes, dtype=np.float64)
+    out = cut_exchange_bits(batch_size * np.asarray(p.activation_bytes, dtype=np.float64))
     out[-1] = 0.0
     return out
 
 
 def weight_bits_per_round(p: LayerProfile) -> np.ndarray:
     """Bits of the client-side weights sent up and back for aggregation: ``8 * 2 W(c)``."""
-    return 16.0 * p.prefix_param_bytes
+    return aggregation_bits(p.prefix_param_bytes)
 
 
 def traffic_bits_per_round(s: Scenario, samples_per_round: np.ndarray | None = None) -> np.ndarray:

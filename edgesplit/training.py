@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from edgesplit.costmodel import CostModel, server_share, transfer_seconds
+from edgesplit.costmodel import (CostModel, aggregation_bits, cut_exchange_bits, round_time_of, server_share,
+                                 transfer_seconds)
 from edgesplit.datasets import DATASETS, ZOO_DATASET, ArrayDataset, DatasetError, get_dataset, split_dataset
 from edgesplit.devices import generate_scenario
 from edgesplit.engine import RoundStats, SplitTrainer, resolve_device
@@ -319,7 +320,7 @@ class RoundMeasurement:
         W = np.cumsum(self.param_bytes)
         L = self.unit_s.shape[1]
         act = np.where(cuts < L, self.out_bytes[rows, cuts - 1], 0.0)
-        return 8.0 * (2.0 * act + 2.0 * W[cuts - 1])
+        return cut_exchange_bits(act) + aggregation_bits(W[cuts - 1])
 
     def device_times(self, cuts: Sequence[int], shares: Sequence[float], rate_bps: Sequence[float],
                      ratios: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -557,7 +558,7 @@ def train_and_time(prep: Prepared, schedulers: Sequence[str], out_dir: str | Pat
                 cuts = [int(c) for c in plan.cuts]
                 meas = m.device_times(cuts, plan.shares, rates, ratios)
                 pred = np.asarray(plan.per_device_time_s, float)
-                t_round = float(meas.max()) if cfg.timing == "measured" else float(plan.round_time_s)
+                t_round = round_time_of(meas, plan.sequential) if cfg.timing == "measured" else float(plan.round_time_s)
                 prev = res.rows[-1]
                 row = {"round": r, "sim_time_s": prev["sim_time_s"] + t_round,
                        "predicted_sim_time_s": prev["predicted_sim_time_s"] + float(plan.round_time_s),
@@ -625,7 +626,7 @@ def train_per_scheduler(prep: Prepared, scheduler: str, out_dir: str | Path | No
             acc, loss = trainer.evaluate(prep.test)
             wall = time.perf_counter() - t0
             meas = RoundMeasurement.from_stats(stats).device_times(cuts, plan.shares, rates, ratios)
-            t_round = float(meas.max()) if cfg.timing == "measured" else float(plan.round_time_s)
+            t_round = round_time_of(meas, plan.sequential) if cfg.timing == "measured" else float(plan.round_time_s)
             prev = res.rows[-1]
             row = {"round": r, "sim_time_s": prev["sim_time_s"] + t_round,
                    "predicted_sim_time_s": prev["predicted_sim_time_s"] + float(plan.round_time_s),

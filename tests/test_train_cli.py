@@ -78,12 +78,15 @@ def test_train_once_times_every_scheduler_csv_plot_json(tmp_path: Path, capsys):
 
 
 def test_measured_clock_is_the_max_of_the_measured_device_times(tmp_path: Path):
+    """... or their sum for sl, whose devices train one after another."""
     cfg = RunConfig(model="small_cnn", dataset="synthetic_mnist", devices=2, rounds=2, samples_per_device=32,
                     batch_size=16, test_samples=64)
-    res = train_and_time(prepare(cfg), ["psl", "fl"], tmp_path)
+    res = train_and_time(prepare(cfg), ["psl", "fl", "sl"], tmp_path)
+    assert res["sl"].plan.sequential and not res["psl"].plan.sequential
     for name, r in res.items():
         t = pd.DataFrame(r.timing)
-        per_round = t.groupby("round")["measured_s"].max().to_numpy()
+        by_round = t.groupby("round")["measured_s"]
+        per_round = (by_round.sum() if r.plan.sequential else by_round.max()).to_numpy()
         np.testing.assert_allclose(np.diff(r.frame()["sim_time_s"]), per_round)
         np.testing.assert_allclose(t["predicted_s"], np.tile(r.plan.per_device_time_s, 2))
 
