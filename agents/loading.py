@@ -370,6 +370,24 @@ def load_model(path: str | Path, algo: str | None = None, observation_space: Any
                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from None
 
 
+def predict_action(model: Any, algo: str, x: Any, base: Any = None, state: Any = None) -> tuple[Any, Any]:
+    """``model``'s deterministic action for the normalised observation ``x`` and the new recurrent
+    state: RecurrentPPO (``ppo_lstm``) carries its LSTM state (``state=None`` at an episode's
+    start), MaskablePPO (``ppo_mask``) gets the memory-feasible cut masks of ``base`` (the env)."""
+    import numpy as np
+
+    if algo == "ppo_lstm":
+        a, new = model.predict(x, state=state, episode_start=np.array([state is None]), deterministic=True)
+        return a, new
+    if algo == "ppo_mask" and base is not None:
+        feas = np.asarray(base.cost_model.feasible, dtype=bool).copy()
+        feas[~feas.any(axis=1), :] = True
+        a, _ = model.predict(x, action_masks=feas.reshape(-1), deterministic=True)
+        return a, None
+    a, _ = model.predict(x, deterministic=True)
+    return a, None
+
+
 # ----------------------------------------------------------------------------- normalisation as JSON
 
 

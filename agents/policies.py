@@ -274,6 +274,7 @@ class LearnedPolicy(Policy):
         self.check_env(env)
         super().reset(env, seed)
         self._mapper = action_wrapper(env, self.meta["wrapper"])
+        self._rnn = None  # RecurrentPPO's state, fresh each episode (H-rl)
 
     def normalize(self, features: np.ndarray) -> np.ndarray:
         """``VecNormalize``'s observation normalisation with the saved statistics."""
@@ -282,7 +283,9 @@ class LearnedPolicy(Policy):
     def raw_action(self, obs: np.ndarray) -> np.ndarray:
         """The model's deterministic action (in the wrapper's space) for a raw env observation."""
         x = self.normalize(rate_features(obs, self.base))
-        a, _ = self.model.predict(x, deterministic=True)
+        from edgesplit.agents.loading import predict_action  # LSTM state and cut masks (H-rl)
+
+        a, self._rnn = predict_action(self.model, self.meta["algo"], x, self.base, getattr(self, "_rnn", None))
         return a
 
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:

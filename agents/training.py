@@ -670,8 +670,7 @@ def _truncate_logs(run: Path, steps: int) -> None:
 def live_policy(model: Any, vec: Any, meta: dict[str, Any], name: str = "agent") -> Any:
     """A :class:`~edgesplit.agents.policies.Policy` that plays ``model`` (in training) with the
     current normalisation statistics of ``vec``; recurrent and masked models are played with their
-    state and cut masks."""
-    from edgesplit.agents.environment import rate_features
+    state and cut masks (:func:`edgesplit.agents.loading.predict_action`, as saved policies are)."""
     from edgesplit.agents.policies import LearnedPolicy
 
     class _Live(LearnedPolicy):
@@ -682,27 +681,6 @@ def live_policy(model: Any, vec: Any, meta: dict[str, Any], name: str = "agent")
             self._std = np.sqrt(np.asarray(rms.var, dtype=np.float64) + float(vec.epsilon))
             self._clip = float(vec.clip_obs)
             self._mapper = None
-            self._state: Any = None
-            self._start = True
-
-        def reset(self, env: gym.Env, seed: int | None = None) -> None:
-            super().reset(env, seed)
-            self._state, self._start = None, True
-
-        def raw_action(self, obs: np.ndarray) -> np.ndarray:
-            x = self.normalize(rate_features(obs, self.base))
-            if meta["algo"] == "ppo_lstm":
-                a, self._state = self.model.predict(x, state=self._state, episode_start=np.array([self._start]),
-                                                    deterministic=True)
-                self._start = False
-                return a
-            if meta["algo"] == "ppo_mask":
-                feas = np.asarray(self.base.cost_model.feasible, dtype=bool).copy()
-                feas[~feas.any(axis=1), :] = True
-                a, _ = self.model.predict(x, action_masks=feas.reshape(-1), deterministic=True)
-                return a
-            a, _ = self.model.predict(x, deterministic=True)
-            return a
 
     return _Live()
 

@@ -178,6 +178,16 @@ def test_sb3_contrib_algorithms_train_and_evaluate(tmp_path: Path, algo: str) ->
 
     s, _ = evaluate(str(run / "model.zip"), env_id="EdgeSplit-v0", episodes=1)
     assert s["mean_total_time_s"] > 0
+    from edgesplit.agents.factories import make_base_env
+    from edgesplit.agents.policies import get_policy
+
+    pol, env = get_policy(str(run / "model.zip")), make_base_env("EdgeSplit-v0", 4)
+    obs, info = env.reset(seed=0)
+    pol.reset(env, 0)
+    pol.act(obs, info)
+    assert (pol._rnn is not None) == (algo == "ppo_lstm")  # the LSTM state is carried between rounds
+    pol.reset(env, 1)
+    assert pol._rnn is None  # and fresh each episode
 
 
 def test_cut_masks_are_the_memory_feasible_cuts() -> None:
