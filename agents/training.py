@@ -248,6 +248,9 @@ def parse_hyperparam(text: str) -> tuple[str, Any]:
 # ----------------------------------------------------------------------------- Zoo-style config files
 
 ZOO_WRAPPERS: dict[str, tuple[str, str]] = {
+    "edgesplit.envs.wrappers.ForecastAction": ("wrapper", "forecast"),
+    "edgesplit.agents.features.RateFeatures": ("features", "rate"),
+    "edgesplit.agents.rewards.CounterfactualReward": ("reward", "counterfactual"),
     "edgesplit.agents.environment.ForecastAction": ("wrapper", "forecast"),
     "edgesplit.envs.wrappers.CutsOnlyAction": ("wrapper", "hybrid"),
     "edgesplit.envs.wrappers.FlatBoxAction": ("wrapper", "flat"),
