@@ -118,7 +118,7 @@ def run(steps: int = 20000, repeats: int = 5, model: str = "vgg19", sizes: tuple
              {"interval_s": None, "rounds": 10**9}, max(steps // 10, 500), False),
         ]
         for label, env_id, kw, k, resets in cases:
-            env = gym.make(env_id, n_devices=n, model=model, **kw)
+            env = gym.make(envs.namespaced(env_id), n_devices=n, model=model, **kw)
             med, best, wall = _median_best(lambda: time_env(env, k, n, resets), repeats)
             rows.append(dict(n_devices=n, case=label, s_per_step=med, best_s_per_step=best, wall_s_per_step=wall))
             if progress:
