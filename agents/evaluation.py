@@ -37,7 +37,7 @@ from edgesplit.agents.factories import make_base_env
 from edgesplit.traces import load_trace_list
 from edgesplit.agents.policies import CLASSICAL, REFERENCE, V1_CLASSICAL, LearnedPolicy, Policy, get_policy
 from edgesplit.envs.dynamic_v1 import DEFAULT_V1_ROUNDS
-from edgesplit.traces import Trace, TraceFamily, default_families, load_families, split_traces
+from edgesplit.traces import Trace, TraceFamily, default_families, load_families, split_families
 
 V1_ID = "EdgeSplitDynamic-v1"
 """The env id of the honest dynamic env."""
@@ -233,7 +233,7 @@ def resolve_eval_families(traces: str | Sequence[str] | Sequence[TraceFamily] | 
         items = list(traces)
         fams = items if items and all(isinstance(f, TraceFamily) for f in items) else load_families(items)
     if trace_split != "all":
-        fams = [TraceFamily(f.name, tuple(split_traces(f.traces, trace_split))) for f in fams]
+        fams = split_families(fams, trace_split)  # each part scaled by its whole family's mean
     return fams
 
 

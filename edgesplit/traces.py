@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import glob as _glob
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
@@ -610,6 +610,9 @@ class TraceFamily:
 
     name: str
     traces: tuple[Trace, ...]
+    #: the family's long-run rate when ``traces`` is a part of it (:func:`split_families`): the mean
+    #: of the WHOLE family, so the scaling of a held-out part never reflects its own traces' means
+    full_mean_bps: float | None = field(default=None)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -620,13 +623,21 @@ class TraceFamily:
         if not all(isinstance(t, Trace) for t in traces):
             raise TraceError(f"family {self.name!r}: expected Trace objects")
         object.__setattr__(self, "traces", traces)
+        if self.full_mean_bps is not None:
+            m = float(self.full_mean_bps)
+            if not (math.isfinite(m) and m > 0):
+                raise TraceError(f"family {self.name!r}: full_mean_bps must be a finite rate > 0, got {m}")
+            object.__setattr__(self, "full_mean_bps", m)
 
     def __len__(self) -> int:
         return len(self.traces)
 
     @property
     def mean_bps(self) -> float:
-        """Long-run rate of the family: total bits over total seconds of its traces."""
+        """Long-run rate of the family: total bits over total seconds of its traces (or
+        ``full_mean_bps``, the whole family's, when this is a part of it)."""
+        if self.full_mean_bps is not None:
+            return self.full_mean_bps
         return float(sum(t.total_bits for t in self.traces) / sum(t.period_s for t in self.traces))
 
     @property
@@ -666,12 +677,19 @@ def default_families() -> tuple[TraceFamily, ...]:
     return (TraceFamily("synthetic", default_traceset().traces),)
 
 
+MIN_SPLIT_SIDE = 2
+"""Fewest traces of a family on each side of a :func:`split_traces` split (a v1 device that reaches
+the end of its trace continues on ANOTHER trace of its family, so a family needs 2)."""
+
+
 def split_traces(traces: Sequence[Trace], split: str, test_fraction: float = 0.3, seed: int = 0) -> list[Trace]:
     """The ``train``, ``test`` or ``all`` part of ``traces``: per family (:func:`family_of_file`), a
     seeded permutation of the traces sorted by base name; the first ``round(test_fraction * n)``
-    (at least 1 when a family has 2 or more) are ``test``, the rest ``train``. Deterministic, and
-    disjoint by construction. (Within-family splits; for judging on unseen link kinds, hold out
-    whole families instead.)"""
+    (clamped so that each side keeps at least :data:`MIN_SPLIT_SIDE` = 2 traces) are ``test``, the
+    rest ``train``. Deterministic, and disjoint by construction for a family of 4 or more traces.
+    Fallback: a family of fewer than 4 traces cannot give 2 to each side, so it is left WHOLE on both
+    sides (train and test then share its traces; hold out whole families to judge on unseen links).
+    (Within-family splits; for judging on unseen link kinds, hold out whole families instead.)"""
     if split not in ("train", "test", "all"):
         raise ValueError(f"trace_split: must be train, test or all, got {split!r}")
     if split == "all":
@@ -684,16 +702,26 @@ def split_traces(traces: Sequence[Trace], split: str, test_fraction: float = 0.3
     for fam in sorted(families):
         group = families[fam]
         perm = rng.permutation(len(group))
+        if len(group) < 2 * MIN_SPLIT_SIDE:  # documented fallback: the family whole on both sides
+            out.extend(group)
+            continue
         n_test = int(round(test_fraction * len(group)))
-        if len(group) >= 2:
-            n_test = min(max(n_test, 1), len(group) - 1)
-        else:
-            n_test = 0
+        n_test = min(max(n_test, MIN_SPLIT_SIDE), len(group) - MIN_SPLIT_SIDE)
         test_idx = set(perm[:n_test].tolist())
         out.extend(t for j, t in enumerate(group) if (j in test_idx) == (split == "test"))
     if not out:
         raise ValueError(f"trace_split: the {split!r} part of {len(traces)} traces is empty")
     return out
+
+
+def split_families(families: Sequence[TraceFamily], split: str, test_fraction: float = 0.3,
+                   seed: int = 0) -> list[TraceFamily]:
+    """:func:`split_traces` of every family, each part carrying its WHOLE family's mean rate
+    (``full_mean_bps``, computed before splitting) so a part is scaled like the family it comes from."""
+    if split == "all":
+        return list(families)
+    return [TraceFamily(f.name, tuple(split_traces(f.traces, split, test_fraction, seed)), full_mean_bps=f.mean_bps)
+            for f in families]
 
 
 def load_trace_list(traces: str | Path | None, split: str = "all") -> list[Trace]:

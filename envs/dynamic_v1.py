@@ -240,6 +240,10 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
             raise ValueError(f"trace_start: must be 'random' or 'beginning', got {trace_start!r}")
         self.trace_start = trace_start
         self.families: tuple[TraceFamily, ...] = resolve_families(traces)
+        for fam in self.families:  # a device at the end of its trace goes on ANOTHER trace of its family
+            if len(fam) < 2:
+                raise ValueError(f"traces: family {fam.name!r} has {len(fam)} trace; at least 2 are needed "
+                                 f"(a device continues on another trace of its family, never loops one)")
         all_traces: list[Trace] = []
         starts = []
         for fam in self.families:
@@ -281,14 +285,11 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
         q = self._queue[i]
         prev = q[-1] if q else int(self._k[i])
         f = int(self._fam[i])
-        size = int(self._fam_size[f])
-        if size == 1:
-            nxt = prev
-        else:  # uniform over the family's other traces
-            j = int(self._dev_rng[i].integers(0, size - 1))
-            nxt = int(self._fam_start[f]) + j
-            if nxt >= prev:
-                nxt += 1
+        size = int(self._fam_size[f])  # >= 2 (checked in __init__): uniform over the family's other traces
+        j = int(self._dev_rng[i].integers(0, size - 1))
+        nxt = int(self._fam_start[f]) + j
+        if nxt >= prev:
+            nxt += 1
         q.append(nxt)
         return nxt
 

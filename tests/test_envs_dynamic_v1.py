@@ -126,7 +126,8 @@ def test_constant_links_match_the_cost_model() -> None:
     device that finishes sending first is the one with the most compute; it gets nothing from the
     renormalisation, the others finish no later than planned)."""
     for interval in (None, 5.0, 0.7):
-        env = gym.make("EdgeSplitDynamic-v1", n_devices=5, rounds=2, traces=[flat(1e6)], migration_factor=0.0,
+        env = gym.make("EdgeSplitDynamic-v1", n_devices=5, rounds=2, traces=[flat(1e6, name="a"), flat(1e6, name="b")],
+                       migration_factor=0.0,
                        interval_s=interval)
         obs, info = env.reset(seed=2)
         base = env.unwrapped
@@ -144,7 +145,8 @@ def test_constant_links_match_the_cost_model() -> None:
 
 def test_shares_are_renormalised_when_a_device_finishes() -> None:
     """Two devices, one link class, flat 1 Mbit/s: the first to finish hands its half to the other."""
-    env = gym.make("EdgeSplitDynamic-v1", n_devices=2, rounds=1, traces=[flat(1e6, 1e6)], interval_s=None,
+    env = gym.make("EdgeSplitDynamic-v1", n_devices=2, rounds=1, traces=[flat(1e6, 1e6, "a"), flat(1e6, 1e6, "b")],
+                   interval_s=None,
                    migration_factor=0.0)
     env.reset(seed=0)
     base = env.unwrapped
