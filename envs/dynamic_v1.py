@@ -655,8 +655,8 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
             U_end = self._U_fin
             with np.errstate(divide="ignore", invalid="ignore"):
                 rr = np.where(tau > 0, scale * (U_end - self._U_round) / np.where(tau > 0, tau, 1.0), np.nan)
-            inst = self._rate_now()
-            self._round_rate = np.where(np.isfinite(rr), rr, inst)
+            # a device that sent nothing has no transfer to measure: its last measured rate instead
+            self._round_rate = np.where(np.isfinite(rr), rr, self._last_measured_rate())
             end = self._round_start + float((tau + self._A_cur).max())
             if end > self._clock:
                 U1 = self._units_at(end)
@@ -668,10 +668,12 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
         self._round_rate = None
         return True
 
-    def _rate_now(self) -> np.ndarray:
-        """Each link's whole-band rate at the clock (the current bin)."""
-        pos = self._clock - self._seg0
-        return self._scale * self.traceset.rate_at(self._k, np.minimum(pos, self._h.P - 1e-12))
+    def _last_measured_rate(self) -> np.ndarray:
+        """Each link's whole-band rate over the last elapsed window (the nominal rate before any):
+        never the trace's bin at the clock, which at a bin edge lies wholly in the future."""
+        if self._log_n == 0:
+            return self._nominal.copy()
+        return self._log_rates[(self._log_pos - 1) % LOG_WINDOWS].copy()
 
     # ------------------------------------------------------------------ what a policy may know
 

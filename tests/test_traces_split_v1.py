@@ -65,3 +65,25 @@ def test_a_split_part_is_scaled_by_its_whole_familys_mean() -> None:
 def test_full_mean_must_be_a_positive_rate() -> None:
     with pytest.raises(ValueError, match="full_mean_bps"):
         TraceFamily("f", (_flat(1e6, "a"), _flat(1e6, "b")), full_mean_bps=0.0)
+
+
+def test_a_device_that_sends_nothing_is_not_given_the_coming_rate() -> None:
+    """A device with no bits in a round has no transfer to measure; its round rate falls back to the
+    last measured window (the nominal rate before any), never to the trace's bin at the clock: at
+    the episode's start that bin ([0, 10) s at 5 Mbit/s here) lies wholly in the future."""
+    def tr(name: str) -> Trace:
+        return Trace(name, np.array([0.0, 10.0]), np.array([5e6, 1e6]), 50.0)
+
+    env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=3, rounds=2, interval_s=None, migration_factor=0.0,
+                   trace_start="beginning", traces=[TraceFamily("f", (tr("a"), tr("b")))])
+    env.reset(seed=0)
+    base = env.unwrapped
+    base._V = np.zeros_like(base._V)  # no traffic at any cut: nobody sends, tau = 0 for all
+    _, _, _, _, info = env.step({"cuts": np.zeros(3, dtype=int), "shares": np.ones(3)})
+    assert info["round_done"] and base._clock > 0
+    nominal = base.policy_view()["nominal_rate_bps"]
+    np.testing.assert_allclose(base.known_rates_bps(), nominal)  # not 5/1.8 x nominal (the coming bin)
+    # the next round: the last measured window ([0, clock) at 5 Mbit/s, the past) is what it knows
+    past = base.policy_view()["past_rates_bps"][0]
+    _, _, _, _, info = env.step({"cuts": np.zeros(3, dtype=int), "shares": np.ones(3)})
+    np.testing.assert_allclose(base.known_rates_bps(), past)
