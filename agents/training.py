@@ -215,19 +215,26 @@ def hyperparams_for(algo: str, overrides: dict[str, Any] | None = None) -> dict[
 
 
 def offline_traces(traces: Any) -> Any:
-    """``traces`` (a path, a glob or a list of them), or ``None`` (the built-in synthetic set) with a
-    note on stderr when it names the README's shared trace folder (``.../shared/data/traces/...``)
-    and that is absent, so the README's commands also run in a clone without ``../shared``. Any
-    other missing path is left for the trace loader to refuse."""
+    """``traces`` (a path, a glob or a list of them) without the README's shared trace folders
+    (``.../shared/data/traces/...``) that are absent, with a note on stderr, so the README's commands
+    also run in a clone without ``../shared``: the paths that exist are kept; ``None`` (the built-in
+    synthetic set) only when nothing is left. Any other missing path is left for the trace loader to
+    refuse."""
     if traces is None:
         return None
     import glob
 
-    items = [str(t) for t in (traces if isinstance(traces, (list, tuple)) else [traces])]
-    missing = [t for t in items if not (Path(t).exists() or glob.glob(t))]
-    if not missing or not all("shared/data/traces" in Path(t).as_posix() for t in missing):
+    is_list = isinstance(traces, (list, tuple))
+    items = [str(t) for t in (traces if is_list else [traces])]
+    gone = [t for t in items
+            if "shared/data/traces" in Path(t).as_posix() and not (Path(t).exists() or glob.glob(t))]
+    if not gone:
         return traces
-    _say(f"note: --traces {' '.join(missing)}: not found (no ../shared here); using the built-in synthetic traces "
+    kept = [t for t in items if t not in gone]
+    if kept:
+        _say(f"note: --traces {' '.join(gone)}: not found (no ../shared here); left out, using {' '.join(kept)}")
+        return kept if is_list else kept[0]
+    _say(f"note: --traces {' '.join(gone)}: not found (no ../shared here); using the built-in synthetic traces "
          f"instead (figures differ from the README's, which use the traces in ../shared/data/traces)")
     return None
 

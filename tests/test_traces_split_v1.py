@@ -87,3 +87,16 @@ def test_a_device_that_sends_nothing_is_not_given_the_coming_rate() -> None:
     past = base.policy_view()["past_rates_bps"][0]
     _, _, _, _, info = env.step({"cuts": np.zeros(3, dtype=int), "shares": np.ones(3)})
     np.testing.assert_allclose(base.known_rates_bps(), past)
+
+
+def test_offline_traces_drops_only_the_missing_shared_paths(tmp_path, capsys) -> None:
+    from edgesplit.agents.training import offline_traces
+
+    here = str(builtin_trace_dir())
+    gone = str(tmp_path / "shared" / "data" / "traces" / "conext23-att")
+    assert offline_traces([here, gone]) == [here]  # the existing folder stays
+    assert "conext23-att" in capsys.readouterr().err
+    assert offline_traces([gone]) is None and offline_traces(gone) is None  # nothing left: built-in set
+    assert offline_traces([here]) == [here] and offline_traces(None) is None
+    other = str(tmp_path / "elsewhere")  # a missing path outside ../shared is the loader's to refuse
+    assert offline_traces([here, other]) == [here, other]
