@@ -9,16 +9,19 @@ import math
 import gymnasium as gym
 import numpy as np
 import pytest
+from scipy.stats import trim_mean
 
 from edgesplit.agents.classical_oracle import ORACLE_TOLERANCE, lp_feasible, min_round_time_lp
 from edgesplit.agents.evaluation import (evaluate_v1, iqm, stratified_bootstrap_ci, summarize_v1)
 from edgesplit.agents.policies import REFERENCE, V1_CLASSICAL, V1_ONLY, get_policy, policy_kinds
 from edgesplit.cli import main
-from edgesplit.traces import load_families
+from edgesplit.traces import builtin_trace_dir, load_families
 
 from .conftest import SHARED_DATA
 
 TRACES = SHARED_DATA / "traces"
+BUILTIN = builtin_trace_dir()  # shipped Pensieve traces: families fcc (5) and hsdpa (4)
+needs_shared = pytest.mark.skipif(not TRACES.is_dir(), reason="needs ../shared/data/traces (absent in this clone)")
 
 
 # ----------------------------------------------------------------------------- the LP oracle
@@ -104,6 +107,7 @@ def _episode(env: gym.Env, pol, seed: int) -> float:
             return total
 
 
+@needs_shared
 def test_no_classical_policy_beats_the_oracle(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a set of episodes over real families no classical policy beats the oracle by more than
     ORACLE_TOLERANCE; and no classical policy ever reads the reference-only accessors."""
@@ -170,14 +174,18 @@ def test_iqm_and_stratified_bootstrap() -> None:
 
 
 def test_summary_has_ratios_per_family() -> None:
-    fams = load_families(TRACES / "pensieve-train")
+    fams = load_families(BUILTIN)
     df = evaluate_v1("pf", fams, n_devices=3, episodes=2, seed=0, rounds=2)
     s = summarize_v1(df, "pf")
     assert s["families"] == ["fcc", "hsdpa"] and s["episodes"] == 2 and s["episodes_total"] == 4
-    assert s["best_classical"] in V1_CLASSICAL
-    for key in ("ratio_to_alternating", "ratio_to_best_classical", "ratio_to_oracle"):
-        assert s[key] is not None and s[key] > 0
-    assert s["ratio_to_best_classical"] >= 1 - 1e-12 or s["best_classical"] != "pf"
+    # the ratios, recomputed independently from the per-episode frame: IQM over (family, episode)
+    # of pf's total over the reference's total on the same episode
+    tot = df.pivot_table(index=["family", "episode"], columns="policy", values="total_time_s")
+    best = min(V1_CLASSICAL, key=lambda p: tot[p].mean())
+    assert s["best_classical"] == best
+    for key, ref in (("ratio_to_alternating", "alternating"), ("ratio_to_best_classical", best),
+                     ("ratio_to_oracle", "oracle")):
+        assert s[key] == pytest.approx(float(trim_mean((tot["pf"] / tot[ref]).to_numpy(), 0.25)), rel=1e-12), key
     assert set(s["per_family"]) == {"fcc", "hsdpa"}
     assert set(s["classical_ratio_to_oracle"]) == set(V1_CLASSICAL)
     s_alt = summarize_v1(df, "alternating")
@@ -188,7 +196,7 @@ def test_summary_has_ratios_per_family() -> None:
 
 def test_evaluate_cli_v1_json(capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", "--env", "EdgeSplitDynamic-v1", "--policy", "mpc-harmonic", "--episodes", "2",
-                 "--n-devices", "3", "--rounds", "2", "--traces", str(TRACES / "conext23-att"), "--seed", "3",
+                 "--n-devices", "3", "--rounds", "2", "--traces", str(BUILTIN), "--seed", "3",
                  "--json"]) == 0
     cap = capsys.readouterr()
     out = cap.out.strip().splitlines()
@@ -197,7 +205,7 @@ def test_evaluate_cli_v1_json(capsys: pytest.CaptureFixture) -> None:
     for key in ("policy", "episodes", "mean_total_time_s", "ci95_total_time_s", "ratio_to_alternating",
                 "ratio_to_best_classical", "ratio_to_oracle", "best_classical", "per_family"):
         assert key in res, key
-    assert res["policy"] == "mpc-harmonic" and res["families"] == ["conext23-att"]
+    assert res["policy"] == "mpc-harmonic" and res["families"] == ["fcc", "hsdpa"]
     lo, hi = res["ci95_total_time_s"]
     assert lo <= res["mean_total_time_s"] <= hi
     assert "evaluate" in cap.err  # the progress bar, on stderr also with --json
