@@ -108,3 +108,19 @@ def test_readme_commands_run_without_the_shared_data(tmp_path: Path, capsys: pyt
                  "--traces", missing, "--trace-split", "test", "--json"]) == 0
     out = capsys.readouterr()
     assert "using the built-in synthetic traces" in out.err and '"traces": "synthetic (built-in)"' in out.out
+
+
+def test_profile_help_names_the_zoo_without_importing_it() -> None:
+    from edgesplit.commands import profile
+    from edgesplit.zoo import DATASET_SHAPES, MODEL_BUILDERS
+
+    assert tuple(MODEL_BUILDERS) == profile.ZOO_MODELS and tuple(DATASET_SHAPES) == profile.ZOO_DATASETS
+    r = _run("""
+        import sys
+        import edgesplit.cli as cli
+        for name in ("profile", "train", "cluster", "plan", "reproduce", "benchmark"):
+            assert name in cli.build_parser(only=name)[1]
+        print("HEAVY", [m for m in ("torch", "gymnasium", "stable_baselines3") if m in sys.modules])
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout

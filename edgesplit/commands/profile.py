@@ -8,7 +8,11 @@ from pathlib import Path
 
 from edgesplit.errors import EdgeSplitError
 from edgesplit.profiles import LayerProfile
-from edgesplit.zoo import DATASET_SHAPES, MODEL_BUILDERS
+
+# Named here so that `edgesplit profile --help` does not import torch (edgesplit.zoo); a test checks
+# they are edgesplit.zoo's MODEL_BUILDERS and DATASET_SHAPES (H-rl, issue 13 item 4).
+ZOO_MODELS = ("vgg11", "vgg16", "vgg19", "resnet18", "mobilenet_v2", "small_cnn", "vit_tiny")
+ZOO_DATASETS = ("cifar10", "mnist", "fashion_mnist")
 
 NAME = "profile"
 HELP = "measure a model's per-layer profile on this host, or import testbed profiles"
@@ -23,8 +27,8 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``edgesplit profile``."""
-    p.add_argument("--model", metavar="M", help=f"zoo model: one of {', '.join(MODEL_BUILDERS)}")
-    p.add_argument("--dataset", default="cifar10", help=f"input shape: one of {', '.join(DATASET_SHAPES)}")
+    p.add_argument("--model", metavar="M", help=f"zoo model: one of {', '.join(ZOO_MODELS)}")
+    p.add_argument("--dataset", default="cifar10", help=f"input shape: one of {', '.join(ZOO_DATASETS)}")
     p.add_argument("--batch-size", type=int, default=32, help="batch size of the timed passes")
     p.add_argument("--out", metavar="FILE.csv", help="where to write the profile")
     p.add_argument("--repeats", type=int, default=5, help="timed passes per unit (the median is kept)")
@@ -118,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeSplitError("--out: required (the profile CSV to write)")
     _check_out_file(args.out)  # before the (long) measurement
     from edgesplit.profiler import profile_model
-    from edgesplit.zoo import dataset_shape
+    from edgesplit.zoo import MODEL_BUILDERS, dataset_shape
 
     if args.model not in MODEL_BUILDERS:
         raise EdgeSplitError(f"--model: unknown {args.model!r}; choose one of {', '.join(MODEL_BUILDERS)}")
