@@ -90,3 +90,98 @@ def test_scaling_uses_the_family_mean_not_a_trace_statistic() -> None:
     scale = env.unwrapped._scale.copy()
     nominal = env.unwrapped.policy_view()["nominal_rate_bps"]
     assert np.allclose(scale, nominal / fa.mean_bps)
+
+
+SHORT = 100  # seconds: ~100 s traces switch several times before t*
+
+
+def _short_families(policy: str, interval_s: float | None) -> tuple[TraceFamily, TraceFamily]:
+    """12 traces of 80-120 s (several switches before ``t*``). Family ``b`` is ``a`` with, for every
+    trace not played whole before ``t*`` (whatever device plays it), the part no device reached by
+    ``t*`` permuted AND the trace lengthened by 37 s at exactly the family's mean rate: identical
+    past, a different future, different trace lengths and loop points, the same family mean."""
+    rng = np.random.default_rng(7)
+    past = []
+    for j in range(12):
+        n = int(rng.integers(SHORT - 20, SHORT + 21))
+        rates = rng.gamma(2.0, 1.0, n) * 1e6 * (1 + j % 3)
+        rates[rng.random(n) < 0.05] = 0.0
+        past.append(Trace(f"s{j:02d}", np.arange(n, dtype=float), rates, float(n)))
+    fa = TraceFamily("f", tuple(past))
+    # where each trace is played before t* (the links do not depend on the actions)
+    env = gym.make("EdgeSplitDynamic-v1", n_devices=4, rounds=6, traces=[fa], trace_start="beginning",
+                   interval_s=interval_s)
+    traj = _trajectory_env(env, policy)
+    assert traj[-1][0] > T_STAR
+    seen = np.zeros(len(past))  # the furthest local second of each trace reached by t*
+    for segs in env.unwrapped.reference_only_trace_info()["segments"]:
+        assert sum(t0 < T_STAR for t0, _ in segs) >= 3  # several switches before t*
+        for t0, k in segs:
+            if t0 < T_STAR:
+                seen[k] = max(seen[k], min(T_STAR - t0, past[k].period_s))
+    m = fa.mean_bps
+    future, changed = [], 0
+    for k, tr in enumerate(past):
+        n = tr.rates_bps.size
+        first = int(np.ceil(seen[k])) + 1  # the bins from here on were never reached before t*
+        if first >= n:
+            future.append(tr)
+            continue
+        rates = tr.rates_bps.copy()
+        rates[first:] = rng.permutation(rates[first:])
+        rates = np.concatenate([rates, np.full(37, m)])  # 37 s more at the family mean: same mean
+        future.append(Trace(tr.name, np.arange(rates.size, dtype=float), rates, float(rates.size)))
+        changed += 1
+    assert changed >= 2
+    assert TraceFamily("f", tuple(future)).mean_bps == pytest.approx(fa.mean_bps, rel=1e-12)
+    fb = TraceFamily("f", tuple(future), full_mean_bps=fa.mean_bps)  # the same mean to the last bit
+    assert [t.period_s for t in fa.traces] != [t.period_s for t in fb.traces]
+    return fa, fb
+
+
+def _trajectory_env(env: gym.Env, policy: str) -> list[tuple[float, object, dict, dict]]:
+    pol = get_policy(policy)
+    obs, info = env.reset(seed=3)
+    pol.reset(env, 3)
+    base = env.unwrapped
+    out = [(0.0, obs, info, base.policy_view())]
+    while True:
+        obs, r, term, trunc, info = env.step(pol.act(obs, info))
+        out.append((info["sim_clock_s"], (obs, r), info, base.policy_view()))
+        if term or trunc:
+            return out
+
+
+def _close(x, y, rtol: float = 1e-9) -> bool:
+    """:func:`_same` up to floating-point rounding (the traces' concatenation, hence the order of the
+    sums, differs when lengths differ): a leak shows at far more than ``rtol``."""
+    if isinstance(x, dict):
+        return x.keys() == y.keys() and all(_close(x[k], y[k], rtol) for k in x)
+    if hasattr(x, "compute_s"):
+        return all(_close(getattr(x, k), getattr(y, k), rtol) for k in ("compute_s", "traffic_bits", "rate_bps"))
+    if isinstance(x, tuple):
+        return len(x) == len(y) and all(_close(u, v, rtol) for u, v in zip(x, y))
+    if isinstance(x, (np.ndarray, float)) or isinstance(y, (np.ndarray, float)):
+        u, v = np.asarray(x), np.asarray(y)
+        if u.dtype.kind in "fc" or v.dtype.kind in "fc":
+            return u.shape == v.shape and bool(np.allclose(u, v, rtol=rtol, atol=0.0, equal_nan=True))
+        return np.array_equal(u, v)
+    return x == y
+
+
+@pytest.mark.parametrize("policy,interval_s", [("pf", 5.0), ("alternating", None)])
+def test_short_traces_leak_neither_length_nor_loop_point(policy: str, interval_s: float | None) -> None:
+    """As above with ~100 s traces (devices switch traces several times before t*): the length of a
+    trace in play and where it ends must not show before t* either."""
+    fa, fb = _short_families(policy, interval_s)
+    a = _trajectory(fa, policy, interval_s)
+    b = _trajectory(fb, policy, interval_s)
+    checked = 0
+    for (ta, xa, ia, va), (tb, xb, ib, vb) in zip(a, b):
+        if ta > T_STAR or tb > T_STAR:
+            break
+        assert ta == pytest.approx(tb, rel=1e-9)
+        assert _close(xa, xb) and _close(ia, ib) and _close(va, vb), f"differs at t={ta}"
+        checked += 1
+    assert checked >= 2
+    assert not all(_close(xa, xb) for (_, xa, _, _), (_, xb, _, _) in zip(a, b))
