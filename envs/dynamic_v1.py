@@ -726,10 +726,6 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
         """The cost model at :meth:`known_rates_bps` (what ``alternating`` plans on)."""
         return self.cost_model.with_rates(np.maximum(self.known_rates_bps(), 1e-9 * self._nominal))
 
-    def round_start_s(self) -> float:
-        """Global clock at the start of the current (or, in a cut epoch, coming) round."""
-        return self._round_start if self._phase == PHASE_SHARES else self._clock
-
     # ------------------------------------------------------------------ reference only
 
     def reference_only_future_bits(self, edges_s: np.ndarray) -> np.ndarray:
