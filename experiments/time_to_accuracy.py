@@ -145,7 +145,7 @@ def report(out: Path, target: float, names: list[str]) -> str:
                          "predicted_round_s": float(pred_round.mean()) if len(pred_round) else math.nan,
                          "time_to_target_s": t_meas, "predicted_time_to_target_s": t_pred,
                          "final_acc": float(df["test_acc"].iloc[-1]), "rounds": int(df["round"].iloc[-1]),
-                         "median_abs_error": error_summary(tm).get("median_abs", math.nan)})
+                         "median_abs_error": error_summary(timing[timing["scheduler"] == s]).get("median_abs", math.nan)})
         errors[label] = (error_summary(timing), {**meta, "train_wall_s": train_wall})
     table = pd.DataFrame(rows)
     if table.empty:
