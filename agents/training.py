@@ -54,7 +54,7 @@ from edgesplit.agents.loading import (ALGO_NAMES, BOX_ONLY, DISCRETE_ONLY, Hyper
                                       restore_normalize, suggest_algo_error, write_json_atomic)
 from edgesplit.agents.policies import METADATA_FORMAT
 from edgesplit.errors import EdgeSplitError
-from edgesplit.traces import TraceFamily, default_families, load_families, split_families
+from edgesplit.traces import TraceFamily, load_family_split
 
 _PPO_LIKE = {"n_steps": 256, "batch_size": 256, "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.9,
              "gae_lambda": 0.9, "clip_range": 0.2, "ent_coef": 0.0, "vf_coef": 0.5, "max_grad_norm": 0.5,
@@ -709,8 +709,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     traces: list | None = load_trace_list(cfg.traces, cfg.trace_split) if dynamic else None
     if canonical_env_id(cfg.env_id) == "EdgeSplitDynamic-v1" and cfg.trace_split != "all":
         # v1 scales a family by its mean: a split part carries its WHOLE family's mean (not its own)
-        whole = list(default_families()) if cfg.traces is None else load_families(cfg.traces)
-        traces = split_families(whole, cfg.trace_split)
+        traces = load_family_split(cfg.traces, cfg.trace_split)
 
     resumed: Checkpoint | None = None
     made_dir: Path | None = None

@@ -730,6 +730,13 @@ def load_trace_list(traces: str | Path | None, split: str = "all") -> list[Trace
     return split_traces(found, split)
 
 
+def load_family_split(traces: str | Path | Sequence[str | Path] | None, split: str = "all") -> list[TraceFamily]:
+    """Families from folder(s) (``None``: the built-in synthetic family), then :func:`split_families`:
+    each part keeps its WHOLE family's mean (what ``EdgeSplitDynamic-v1`` scales by)."""
+    whole = list(default_families()) if traces is None else load_families(traces)
+    return split_families(whole, split)
+
+
 def builtin_trace_dir(name: str = "pensieve") -> Path:
     """The folder of a set of traces shipped with the package (``pensieve``: 5 FCC + 4 Norway HSDPA
     traces of the Pensieve project, MIT licence; see ``edgesplit/data/traces/README.md``)."""

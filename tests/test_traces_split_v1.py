@@ -100,3 +100,23 @@ def test_offline_traces_drops_only_the_missing_shared_paths(tmp_path, capsys) ->
     assert offline_traces([here]) == [here] and offline_traces(None) is None
     other = str(tmp_path / "elsewhere")  # a missing path outside ../shared is the loader's to refuse
     assert offline_traces([here, other]) == [here, other]
+
+
+def test_train_agent_parts_keep_the_whole_family_mean() -> None:
+    """What ``train-agent --env EdgeSplitDynamic-v1 --trace-split train`` trains on."""
+    from edgesplit.traces import load_family_split
+
+    full = {f.name: f.mean_bps for f in load_families(builtin_trace_dir())}
+    for split in ("train", "test"):
+        parts = load_family_split(builtin_trace_dir(), split)
+        assert {f.name for f in parts} == set(full)
+        for f in parts:
+            assert f.mean_bps == pytest.approx(full[f.name], rel=1e-12) and len(f) >= 2
+    (syn,) = load_family_split(None, "train")
+    assert syn.mean_bps == pytest.approx(TraceFamily("s", tuple(load_traces_default())).mean_bps, rel=1e-12)
+
+
+def load_traces_default() -> list[Trace]:
+    from edgesplit.traces import default_traceset
+
+    return list(default_traceset().traces)
