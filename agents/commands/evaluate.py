@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--traces", action="append", default=None, metavar="DIR",
                    help="trace folder (a family; repeat for several; default: built-in synthetic)")
     p.add_argument("--trace-split", default="all", choices=("train", "test", "all"),
-                   help="use this part of every family's traces (the within-family split train-agent uses)")
+                   help="use this part of every family's traces (the within-family split train-agent uses: >= 2 traces a side, a family of < 4 whole on both; scaled by the whole family's mean)")
     p.add_argument("--n-devices", type=int, default=None, help="N (default: the learned policy's, else 10)")
     p.add_argument("--rounds", type=int, default=None, help="rounds per episode (v1 only; default 20)")
     p.add_argument("--interval-s", type=float, default=None,

@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(logs appended) up to --timesteps in all")
     p.add_argument("--traces", default=None, help="trace folder or glob (dynamic env; default: built-in synthetic)")
     p.add_argument("--trace-split", default="all", choices=("train", "test", "all"),
-                   help="use this part of the traces (a fixed 70/30 split per trace family)")
+                   help="use this part of the traces (a fixed 70/30 split per trace family, >= 2 traces a side; "
+                        "a family of < 4 stays whole on both sides)")
     p.add_argument("--n-devices", type=int, default=10, help="N, the number of devices")
     p.add_argument("--history", type=int, default=3, help="measured-rate rounds in the observation")
     p.add_argument("--reward", default=None, choices=REWARD_CHOICES,
