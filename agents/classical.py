@@ -31,6 +31,7 @@ trace families, on which nothing was tuned.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -107,17 +108,44 @@ def last_round_rates(view: dict[str, Any]) -> np.ndarray:
     return rr[0] if len(rr) else view["nominal_rate_bps"]
 
 
+def shrunk_mean_rates(mean_bps: np.ndarray, nominal_bps: np.ndarray, measured_s: float,
+                      prior_s: float) -> np.ndarray:
+    """The measured mean rates shrunk towards the link class's nominal rates, as if the nominal
+    rate had been measured for ``prior_s`` seconds before the ``measured_s`` seconds seen so far:
+    ``(prior_s * nominal + measured_s * mean) / (prior_s + measured_s)``. ``prior_s = 0``: the
+    measured mean; ``inf``: the nominal rates. A link's trace continues on other traces of its
+    family, so over a long horizon its rate tends to the family's (= the class's) mean, and the
+    mean measured on the trace it is on now is a noisy forecast of it. The one place this
+    formula lives (the classical planners and the learned tilt both call it)."""
+    mean = np.asarray(mean_bps, dtype=np.float64)
+    nom = np.asarray(nominal_bps, dtype=np.float64)
+    if math.isinf(prior_s) or measured_s <= 0:
+        return nom.copy()
+    if prior_s <= 0:
+        return mean.copy()
+    return (prior_s * nom + measured_s * mean) / (prior_s + measured_s)
+
+
+def _check_prior(prior_s: float) -> float:
+    p = float(prior_s)
+    if not p >= 0:
+        raise ValueError(f"prior_s: must be >= 0 seconds (inf = plan on the nominal rates), got {prior_s!r}")
+    return p
+
+
 class PlannerPolicy(TwoTimescalePolicy):
     """A scheduler of :mod:`edgesplit.schedulers` at each cut epoch on ``rates`` (``"round"``: last
-    round's measured rates; ``"mean"``: the measured mean so far; ``"nominal"``: planned once),
-    shares fixed within the round."""
+    round's measured rates; ``"mean"``: the measured mean so far, shrunk towards the nominal rates
+    with a prior of ``prior_s`` seconds, see :func:`shrunk_mean_rates`; ``"nominal"``: planned
+    once), shares fixed within the round."""
 
-    def __init__(self, name: str, scheduler: str = "exact", rates: str = "round") -> None:
+    def __init__(self, name: str, scheduler: str = "exact", rates: str = "round", prior_s: float = 0.0) -> None:
         if rates not in ("round", "mean", "nominal"):
             raise ValueError(f"rates: must be round, mean or nominal, got {rates!r}")
         self.name = name
         self.scheduler = get_scheduler(scheduler)
         self.rates = rates
+        self.prior_s = _check_prior(prior_s)
         self._static: tuple[np.ndarray, np.ndarray] | None = None
 
     def bind(self, env: gym.Env, seed: int | None = None) -> None:
@@ -129,8 +157,9 @@ class PlannerPolicy(TwoTimescalePolicy):
         nom = view["nominal_rate_bps"]
         if self.rates == "nominal":
             return nom
-        r = last_round_rates(view) if self.rates == "round" else view["mean_rate_bps"]
-        return _floor(r, nom)
+        if self.rates == "round":
+            return _floor(last_round_rates(view), nom)
+        return _floor(shrunk_mean_rates(view["mean_rate_bps"], nom, float(view["clock_s"]), self.prior_s), nom)
 
     def plan(self, view: dict[str, Any]) -> Plan:
         """The scheduler's plan on :meth:`planning_rates`."""
@@ -159,8 +188,9 @@ class MPCPolicy(PlannerPolicy):
     ``last`` (the last window's measured rate), ``harmonic`` (harmonic mean of the last ``k``) or
     ``robust`` (that mean / (1 + the largest relative error of the last ``k`` harmonic forecasts))."""
 
-    def __init__(self, name: str, forecast: str = "last", k: int = HARMONIC_K, rates: str = "mean") -> None:
-        super().__init__(name, "exact", rates)
+    def __init__(self, name: str, forecast: str = "last", k: int = HARMONIC_K, rates: str = "mean",
+                 prior_s: float = 0.0) -> None:
+        super().__init__(name, "exact", rates, prior_s)
         if forecast not in ("last", "harmonic", "robust"):
             raise ValueError(f"forecast: must be last, harmonic or robust, got {forecast!r}")
         if int(k) < 1:
@@ -206,8 +236,8 @@ class ProportionalFairPolicy(PlannerPolicy):
     ``(last window's rate / its mean over the last window_s seconds) ** exponent``."""
 
     def __init__(self, name: str = "pf", exponent: float = PF_EXPONENT, window_s: float = PF_WINDOW_S,
-                 rates: str = "mean") -> None:
-        super().__init__(name, "exact", rates)
+                 rates: str = "mean", prior_s: float = 0.0) -> None:
+        super().__init__(name, "exact", rates, prior_s)
         if not exponent >= 0:
             raise ValueError(f"exponent: must be >= 0, got {exponent!r}")
         if not window_s > 0:

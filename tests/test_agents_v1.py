@@ -162,6 +162,64 @@ def test_pf_tilts_towards_links_above_their_average() -> None:
     assert sh[0] / sh[1] == pytest.approx((2.0 / (4 / 3)) ** 2)
 
 
+def test_shrunk_mean_rates_blend_measured_and_nominal() -> None:
+    from edgesplit.agents.classical import shrunk_mean_rates
+
+    mean, nom = np.array([2.0, 0.5]), np.array([1.0, 1.0])
+    assert np.array_equal(shrunk_mean_rates(mean, nom, 300.0, 0.0), mean)
+    assert np.array_equal(shrunk_mean_rates(mean, nom, 300.0, math.inf), nom)
+    assert np.array_equal(shrunk_mean_rates(mean, nom, 0.0, 100.0), nom)  # nothing measured yet
+    # 100 s of prior at the nominal rate, 300 s measured: a weighted mean, by hand
+    np.testing.assert_allclose(shrunk_mean_rates(mean, nom, 300.0, 100.0), [(100 + 600) / 400, (100 + 150) / 400])
+
+
+def test_pf_prior_moves_its_plan_from_the_measured_mean_to_the_nominal_rates() -> None:
+    """``prior_s = inf`` plans every round as ``static`` does; ``prior_s = 0`` on the measured mean."""
+    from edgesplit.agents.classical import ProportionalFairPolicy
+
+    env = gym.make("EdgeSplitDynamic-v1", n_devices=5, rounds=3)
+    obs, info = env.reset(seed=4)
+    static, inf_pf, zero_pf = get_policy("static"), ProportionalFairPolicy(prior_s=math.inf), ProportionalFairPolicy()
+    static.reset(env, 4)
+    for p in (inf_pf, zero_pf):
+        p.bind(env)
+    while True:  # to the second round's cut epoch
+        obs, _, _, _, info = env.step(static.act(obs, info))
+        if info.get("round_done"):
+            break
+    view = env.unwrapped.policy_view()
+    assert view["phase"] == "cuts"
+    np.testing.assert_array_equal(inf_pf.planning_rates(view), view["nominal_rate_bps"])
+    np.testing.assert_allclose(zero_pf.planning_rates(view), view["mean_rate_bps"])
+    with pytest.raises(ValueError, match="prior_s"):
+        ProportionalFairPolicy(prior_s=-1.0)
+
+
+def test_tune_pf_picks_the_best_grid_point_on_its_own_episodes() -> None:
+    from edgesplit.agents.classical_tuning import PFParams, tune_pf
+    from edgesplit.agents.evaluation import run_episode
+    from edgesplit.traces import TraceFamily, synthetic_traces
+
+    fams = [TraceFamily(f"syn-{s}", tuple(synthetic_traces(n_traces=3, duration_s=600.0, seed=s))) for s in (1, 2)]
+    grid = {"exponent": (0.0, 4.0), "window_s": (60.0,), "prior_s": (0.0,)}
+    best, rows = tune_pf(fams, episodes=2, rounds=2, n_devices=4, seed=5, grid=grid, progress=False)
+    assert len(rows) == 2 and rows[0]["log_ratio_to_static"] <= rows[1]["log_ratio_to_static"]
+    assert best == PFParams(rows[0]["exponent"], rows[0]["window_s"], rows[0]["prior_s"])
+    # the score is recomputed independently: mean over families of mean log(total / static's)
+    scores = []
+    for f in fams:
+        env = gym.make("EdgeSplitDynamic-v1", n_devices=4, traces=[f], rounds=2)
+        st = [run_episode(env, get_policy("static"), s).total_time_s for s in (5, 6)]
+        pf = [run_episode(env, get_policy("pf", exponent=best.exponent, window_s=60.0, prior_s=0.0), s).total_time_s
+              for s in (5, 6)]
+        scores.append(np.mean(np.log(np.array(pf) / np.array(st))))
+    assert rows[0]["log_ratio_to_static"] == pytest.approx(np.mean(scores))
+    assert PFParams.from_json(best.to_json()) == best
+    assert PFParams.from_json(PFParams(1.0, 60.0, math.inf).to_json()).prior_s == math.inf
+    with pytest.raises(ValueError, match="grid"):
+        tune_pf(fams, grid={"exponent": (1.0,), "speed": (2.0,)}, progress=False)
+
+
 # ----------------------------------------------------------------------------- aggregation and the CLI
 
 
