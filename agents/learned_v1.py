@@ -30,6 +30,7 @@ strategies on a batched round simulator) is in :mod:`edgesplit.agents.learned_v1
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -73,6 +74,9 @@ class TiltConfig:
     plan_rates: str = "mean"
     """Rates the round is planned on: ``"mean"`` (measured mean since the episode start, as ``pf``)
     or ``"round"`` (last round's measured rates)."""
+    plan_prior_s: float = 0.0
+    """With ``plan_rates="mean"``: the measured mean is shrunk towards the nominal rates with a
+    prior of this many seconds (``pf``'s ``prior_s``; :func:`edgesplit.agents.classical.shrunk_mean_rates`)."""
     hidden: int = 16
     """Hidden units of the shared MLP."""
     clip: float = 6.0
@@ -127,7 +131,8 @@ def tilt_features(past_rates: np.ndarray, mean_rate: np.ndarray, nominal: np.nda
     windows, most recent first (``K >= 1``; pad with the nominal rate when there are fewer);
     ``mean_rate``: measured mean since the episode start; ``elapsed_s``, ``plan_time_s``: ``(M,)``.
     ``avg_weights`` ``(M, K)``: weights of the windows in PF's recent average (their durations, 0
-    beyond PF's window, as ``pf`` does); ``None``: the first ``cfg.pf_window`` windows, equally.
+    beyond PF's window, as ``pf`` does); ``None``, or a row of zeros (nothing measured yet): the
+    first ``cfg.pf_window`` windows, equally.
     The one place these formulas live: the simulator used for training and the env policy both
     call it."""
     f = _FLOOR
@@ -136,8 +141,10 @@ def tilt_features(past_rates: np.ndarray, mean_rate: np.ndarray, nominal: np.nda
         w = min(cfg.pf_window, past_rates.shape[1])
         avg = np.maximum(past_rates[:, :w].mean(axis=1), f)
     else:
-        wt = np.asarray(avg_weights, dtype=np.float64)[..., None]
-        avg = np.maximum((past_rates * wt).sum(axis=1) / np.maximum(wt.sum(axis=1), 1e-12), f)
+        wt = np.asarray(avg_weights, dtype=np.float64)
+        first = (np.arange(past_rates.shape[1]) < min(cfg.pf_window, past_rates.shape[1])).astype(np.float64)
+        wt = np.where(wt.sum(axis=1, keepdims=True) > 0, wt, first[None, :])[..., None]  # nothing measured yet
+        avg = np.maximum((past_rates * wt).sum(axis=1) / wt.sum(axis=1), f)
     mean = np.maximum(mean_rate, f)
     prev = np.maximum(past_rates[:, min(1, past_rates.shape[1] - 1)], f)
     lag3 = np.maximum(past_rates[:, min(3, past_rates.shape[1] - 1)], f)
@@ -239,8 +246,9 @@ class TiltModel:
         stem.parent.mkdir(parents=True, exist_ok=True)
         npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
         np.savez_compressed(npz, theta=np.asarray(self.theta, dtype=np.float64))
+        config = {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self.cfg).items()}
         doc = {"format": FORMAT, "kind": "edgesplit-v1-tilt", "env_id": "EdgeSplitDynamic-v1",
-               "features": list(FEATURE_NAMES), "config": asdict(self.cfg), **self.meta}
+               "features": list(FEATURE_NAMES), "config": config, **self.meta}
         js.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return npz, js
 
@@ -257,7 +265,10 @@ class TiltModel:
             raise ValueError(f"policy: {js} is not a v1 tilt policy of format {FORMAT}")
         if list(doc.get("features", [])) != list(FEATURE_NAMES):
             raise ValueError(f"policy: {js} was trained on other features ({doc.get('features')})")
-        cfg = TiltConfig(**doc["config"])
+        config = dict(doc["config"])
+        if config.get("plan_prior_s") == "inf":
+            config["plan_prior_s"] = math.inf
+        cfg = TiltConfig(**config)
         theta = np.load(npz)["theta"]
         if theta.shape != (cfg.n_params(),):
             raise ValueError(f"policy: {npz} holds {theta.shape} weights, the config needs {cfg.n_params()}")
@@ -304,19 +315,21 @@ def pf_weights(durations_s: np.ndarray, window_s: float) -> np.ndarray:
 def _view_arrays(view: dict[str, Any], cfg: TiltConfig) -> tuple[np.ndarray, np.ndarray]:
     """The measured windows, most recent first, padded with the nominal rate, ``(1, K, N)``, and
     PF's averaging weights ``(1, K)``: the durations of the windows within ``pf_window`` intervals
-    (``pf``'s rule: the windows up to and including the one that reaches ``window_s``)."""
+    (``pf``'s rule: the windows up to and including the one that reaches ``window_s``), 0 for the
+    padding (all 0 before anything is measured: :func:`tilt_features` then averages the padding).
+    The training simulator pads the same way, so a first round plays identically in both."""
     nominal = np.asarray(view["nominal_rate_bps"], dtype=np.float64)
     past = np.asarray(view["past_rates_bps"], dtype=np.float64).reshape(-1, nominal.size)
     dur = np.asarray(view.get("past_durations_s", np.ones(past.shape[0])), dtype=np.float64)[:past.shape[0]]
     window_s = cfg.pf_window * float(view.get("interval_s") or 5.0)
     n = int(np.searchsorted(np.cumsum(dur), window_s)) + 1 if past.shape[0] else 0
-    k = max(n, 6, 1)
+    k = max(n, cfg.pf_window, 6)
     past, dur = past[:k], dur[:k]
     wts = pf_weights(dur[None], window_s)[0] if dur.size else dur
     if past.shape[0] < k:
         extra = k - past.shape[0]
-        past = np.concatenate([past, np.broadcast_to(past[-1] if past.shape[0] else nominal, (extra, nominal.size))])
-        wts = np.concatenate([wts, np.ones(extra) if n == 0 and wts.size == 0 else np.zeros(extra)])
+        past = np.concatenate([past, np.broadcast_to(nominal, (extra, nominal.size))])
+        wts = np.concatenate([wts, np.zeros(extra)])
     return past[None], wts[None]
 
 
@@ -334,7 +347,9 @@ def planning_rates(view: dict[str, Any], cfg: TiltConfig) -> np.ndarray:
     """The rates a round is planned on (``cfg.plan_rates``), from ``policy_view()``."""
     n = np.asarray(view["nominal_rate_bps"]).size
     if cfg.plan_rates == "mean":
-        return np.asarray(view["mean_rate_bps"], dtype=np.float64)
+        from edgesplit.agents.classical import shrunk_mean_rates
+        return shrunk_mean_rates(view["mean_rate_bps"], view["nominal_rate_bps"], float(view["clock_s"]),
+                                 cfg.plan_prior_s)
     if cfg.plan_rates == "round":
         rr = np.asarray(view["round_rates_bps"], dtype=np.float64).reshape(-1, n)
         return rr[0] if rr.shape[0] else np.asarray(view["nominal_rate_bps"], dtype=np.float64)

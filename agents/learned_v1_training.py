@@ -44,6 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgesplit.agents.classical import shrunk_mean_rates
 from edgesplit.agents.learned_v1 import (TiltConfig, TiltModel, pf_weights, round_plan, shares_from_logits,
                                          tilt_features, tilt_logits)
 
@@ -152,12 +153,13 @@ class RoundBatch:
     R: np.ndarray          # (M, N, S) the links' whole-band rates over the round's seconds
     past: np.ndarray       # (M, K, N) the measured windows before the round, most recent first
     past_dur: np.ndarray   # (M, K) their durations (s)
-    mean_rate: np.ndarray
+    mean_rate: np.ndarray  # the measured mean at the round's start (the nominal rate when nothing is measured)
     nominal: np.ndarray
     B: np.ndarray
     A: np.ndarray
     plan_shares: np.ndarray
     plan_time: np.ndarray  # (M,)
+    measured_s: np.ndarray | None = None  # (M,) seconds measured before the round (None: 0)
 
 
 def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: int, cfg: ESConfig,
@@ -171,7 +173,8 @@ def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: 
     N = cfg.n_devices
     S = int(cfg.horizon_s)
     dt = int(round(cfg.interval_s))
-    out = {k: [] for k in ("R", "past", "past_dur", "mean_rate", "nominal", "B", "A", "plan_shares", "plan_time")}
+    out = {k: [] for k in ("R", "past", "past_dur", "mean_rate", "nominal", "B", "A", "plan_shares", "plan_time",
+                           "measured_s")}
     for _ in range(M):
         env.reset(seed=int(rng.integers(2**31 - 1)))
         cm = env.cost_model
@@ -188,7 +191,8 @@ def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: 
         if Lp > 0:
             mean_rate = pre.mean(axis=1)
             last_round = pre[:, -max(1, min(Lp, int(0.8 * T_ref))):].mean(axis=1)
-            known = mean_rate if tc.plan_rates == "mean" else last_round
+            known = shrunk_mean_rates(mean_rate, nominal, float(Lp), tc.plan_prior_s) \
+                if tc.plan_rates == "mean" else last_round
             # the last window before a cut epoch is the previous round's compute tail (after its
             # last transfer), then 5 s windows, as the env measures them
             tail = int(min(Lp - 1, max(1, round(rng.uniform(0.0, 0.3) * T_ref)))) if Lp > 1 else Lp
@@ -205,8 +209,8 @@ def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: 
         else:
             mean_rate = nominal.copy()
             known = nominal.copy()
-            w = np.broadcast_to(nominal, (k_windows, N))
-            wd = np.r_[1.0, np.zeros(k_windows - 1)]
+            w = np.broadcast_to(nominal, (k_windows, N))  # nothing measured: padding, as the env policy pads
+            wd = np.zeros(k_windows)
         plan = round_plan(cm, np.maximum(known, 1e-3 * nominal), exact)
         compute, traffic = cm.select(plan.cuts)
         out["R"].append(R)
@@ -218,6 +222,7 @@ def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: 
         out["A"].append(np.asarray(compute, dtype=np.float64))
         out["plan_shares"].append(np.asarray(plan.shares, dtype=np.float64))
         out["plan_time"].append(float(plan.round_time_s))
+        out["measured_s"].append(float(Lp))
     return RoundBatch(**{k: np.asarray(v, dtype=np.float32 if k == "R" else np.float64) for k, v in out.items()})
 
 
@@ -237,7 +242,9 @@ def simulate(batch: RoundBatch, thetas: np.ndarray, cfg: ESConfig) -> np.ndarray
     past = batch.past[ridx].copy()
     past_dur = batch.past_dur[ridx].copy()
     window_s = tc.pf_window * cfg.interval_s
-    mean_rate, nominal = batch.mean_rate[ridx], batch.nominal[ridx]
+    mean0, nominal = batch.mean_rate[ridx], batch.nominal[ridx]
+    measured = (np.zeros(M) if batch.measured_s is None else np.asarray(batch.measured_s, dtype=np.float64))[ridx]
+    seen = np.zeros((rows, N))  # bits per unit share delivered since the round's start
     plan_shares, plan_time = batch.plan_shares[ridx], batch.plan_time[ridx]
     left = B.copy()
     sending = left > 0
@@ -245,6 +252,10 @@ def simulate(batch: RoundBatch, thetas: np.ndarray, cfg: ESConfig) -> np.ndarray
     dt = int(round(cfg.interval_s))
     t = 0
     while sending.any() and t + dt <= S:
+        # the measured mean since the episode start, as policy_view() gives it at this epoch
+        span = measured + t
+        mean_rate = np.where((span > 0)[:, None], (measured[:, None] * mean0 + seen) / np.maximum(span, 1e-12)[:, None],
+                             nominal)
         x, base = tilt_features(past, mean_rate, nominal, left, B, sending, A, np.full(rows, float(t)),
                                 plan_shares, plan_time, tc, avg_weights=pf_weights(past_dur, window_s))
         beta = shares_from_logits(tilt_logits(theta_rows, x, base, sending, tc))
@@ -273,6 +284,7 @@ def simulate(batch: RoundBatch, thetas: np.ndarray, cfg: ESConfig) -> np.ndarray
                 if not (frac > 0).any():
                     break
         win = R[ridx, :, t:t + dt].mean(axis=2).astype(np.float64)
+        seen = seen + win * dt
         past = np.concatenate([win[:, None, :], past[:, :-1]], axis=1)
         past_dur = np.concatenate([np.full((rows, 1), float(dt)), past_dur[:, :-1]], axis=1)
         t += dt
@@ -293,8 +305,47 @@ def load_training_families(folders: Sequence[str | Path], exclude: Sequence[str]
     return fams
 
 
+def tuned_backbone(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = None,
+                   episodes: int = 8, rounds: int = 5, seed: int = 7000,
+                   grid: dict[str, Sequence[float]] | None = None, progress: bool = True) -> tuple[ESConfig, Any]:
+    """``cfg`` with the tilt's backbone set to ``pf`` tuned on ``families``
+    (:func:`edgesplit.agents.classical_tuning.tune_pf`: exponent, window, planning prior), and the
+    tuned :class:`~edgesplit.agents.classical_tuning.PFParams`. With ``out``, the tuning is written
+    to ``out/pf.json`` (+ ``out/pf_tuning.csv``) and reused from there when present. The learned
+    tilt then starts from (and is judged against) the strongest ``pf`` the training families
+    support, never one tuned on a family it is judged on."""
+    import dataclasses
+
+    from edgesplit.agents.classical_tuning import PFParams, tune_pf
+
+    path = Path(out) / "pf.json" if out is not None else None
+    names = [f.name for f in families]
+    if path is not None and path.is_file():
+        doc = json.loads(path.read_text())
+        if doc.get("tuned_on") != names:
+            raise ValueError(f"backbone: {path} was tuned on {doc.get('tuned_on')}, not on {names}; "
+                             f"remove it to tune again")
+        params = PFParams.from_json(doc["pf"])
+    else:
+        params, rows = tune_pf(families, episodes=episodes, rounds=rounds, n_devices=cfg.n_devices, seed=seed,
+                               grid=grid, progress=progress)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path.with_name("pf_tuning.csv"), "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+            path.write_text(json.dumps({"tuned_on": names, "pf": params.to_json(), "episodes": episodes,
+                                        "rounds": rounds, "seed": seed, "n_devices": cfg.n_devices}, indent=2) + "\n")
+    tilt = dataclasses.replace(cfg.tilt, alpha=params.exponent,
+                               pf_window=max(1, int(round(params.window_s / cfg.interval_s))),
+                               plan_prior_s=params.prior_s)
+    return dataclasses.replace(cfg, tilt=tilt), params
+
+
 def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = None,
-             log: Any = sys.stderr, init: TiltModel | None = None) -> tuple[TiltModel, list[dict[str, Any]]]:
+             log: Any = sys.stderr, init: TiltModel | None = None,
+             extra_meta: dict[str, Any] | None = None) -> tuple[TiltModel, list[dict[str, Any]]]:
     """Train the tilt on ``families`` (``TraceFamily`` objects) with OpenAI-ES; returns the model
     with the best validation score and the log rows. Writes ``progress.csv`` (as it goes) and
     ``model.{npz,json}`` to ``out`` when given. ``init``: continue from these weights (same
@@ -382,7 +433,8 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
         best = (0.0, np.zeros(P), 0)
     meta = {"trained_on": [f.name for f in families], "validation_log_ratio_vs_pf": best[0],
             "best_generation": best[2], "generations": len(rows), "wall_s": round(time.time() - t0, 1),
-            "es": {k: v for k, v in asdict(cfg).items() if k != "tilt"}, "n_devices": cfg.n_devices}
+            "es": {k: v for k, v in asdict(cfg).items() if k != "tilt"}, "n_devices": cfg.n_devices,
+            **(extra_meta or {})}
     if init is not None:
         meta["continued_from"] = {k: init.meta.get(k) for k in ("trained_on", "generations", "wall_s",
                                                                  "validation_log_ratio_vs_pf")}
@@ -428,6 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=None, help="override the wall-clock budget")
     ap.add_argument("--generations", type=int, default=None, help="override the number of generations")
     ap.add_argument("--init", default=None, help="continue from a saved tilt (same config)")
+    ap.add_argument("--backbone", choices=("tuned", "config"), default="tuned",
+                    help="tuned (default): tune pf's exponent, window and planning prior on the training families "
+                         "first (OUT/pf.json, ~1 min) and build the tilt on it; config: the config's tilt values")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
@@ -443,7 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"training on {[f.name for f in fams]} ({sum(len(f) for f in fams)} traces)", file=sys.stderr)
     init = TiltModel.load(args.init) if args.init else None
-    model, rows = train_es(fams, cfg, args.out, init=init)
+    extra = None
+    if args.backbone == "tuned" and init is None:
+        cfg, params = tuned_backbone(fams, cfg, args.out)
+        extra = {"backbone_pf": params.to_json()}
+        print(f"backbone: pf {params.to_json()} (tuned on the training families)", file=sys.stderr)
+    model, rows = train_es(fams, cfg, args.out, init=init, extra_meta=extra)
     print(json.dumps({"out": str(args.out), "trained_on": model.meta["trained_on"],
                       "validation_log_ratio_vs_pf": model.meta["validation_log_ratio_vs_pf"],
                       "wall_s": model.meta["wall_s"], "generations": model.meta["generations"]}))
