@@ -1,21 +1,24 @@
 """Study: the learned v1 scheduler vs the classical ones, leave-one-family-out (issue 9, items 5-6).
 
-    python -m experiments.rl_vs_classical --out results/rl_vs_classical [--episodes 8] [--rounds 5]
+    python -m experiments.rl_vs_classical --out results/rl_vs_classical [--episodes 24] [--rounds 5]
         [--minutes 12] [--models DIR] [--stage all|train|eval] [--folds FAMILY ...] [--quick]
 
 Protocol (nothing is tuned on the family a fold is judged on):
 
 1. The five real families of ``../shared/data/traces``: ``fcc`` and ``hsdpa`` (Norway HSDPA, both
    in ``pensieve-train``), ``conext23-starlink-mobility``, ``conext23-starlink-roam``,
-   ``conext23-att``. For each family F (a *fold*), the learned tilt is trained on the other four
+   ``conext23-att``. For each family F (a *fold*), ``pf``'s exponent, window and planning prior
+   are tuned on the other four (``pf-tuned``, :func:`edgesplit.agents.classical_tuning.tune_pf`,
+   episode seeds 7000+, disjoint from the evaluation seeds), and the learned tilt is trained on
+   the other four on top of that rule
    (:func:`edgesplit.agents.learned_v1_training.train_es`, the config of
    ``agents/hyperparams/edgesplit-dynamic-v1-learned.yml``); its checkpoint is chosen on held-out
    traces of those four, never on F.
 2. Each fold's policy plays ``EdgeSplitDynamic-v1`` with every device on family F (N = 10,
    ``--rounds`` rounds, ``--episodes`` episodes with seeds ``--seed + k``), and so do the classical
    policies (``alternating``, ``exact``, ``static``, ``mpc``, ``mpc-harmonic``, ``robust-mpc``,
-   ``pf`` with its defaults, and ``pf-backbone``: ``pf`` with exponent 1 and a 120 s window, what
-   the learned tilt starts from) and the ``oracle`` reference, on the very same episodes.
+   ``pf`` with its defaults, and the fold's ``pf-tuned``, what the learned tilt starts from) and
+   the ``oracle`` reference, on the very same episodes.
 3. Per family: mean total time of each policy, its ratio to ``alternating``, to the best classical
    policy *on that family* (the strongest baseline, picked with hindsight) and to ``oracle``, and
    the gap closed ``(T_best - T) / (T_best - T_oracle)``. Across families: interquartile means of
@@ -47,11 +50,13 @@ import pandas as pd  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT.parent / "shared" / "data" / "traces"
 FOLDERS = ("pensieve-train", "conext23-starlink-mobility", "conext23-starlink-roam", "conext23-att")
-CLASSICAL_V1 = ("alternating", "exact", "static", "mpc", "mpc-harmonic", "robust-mpc", "pf", "pf-backbone")
-BACKBONE = {"exponent": 1.0, "window_s": 120.0}
-"""``pf-backbone``: ``pf`` with the exponent and window the learned tilt is built on (a zero tilt
-plays exactly this); ``pf`` itself runs with its own defaults."""
-QUICK_CLASSICAL = ("alternating", "pf")
+CLASSICAL_V1 = ("alternating", "exact", "static", "mpc", "mpc-harmonic", "robust-mpc", "pf", "pf-tuned")
+"""The classical side of the study; ``pf-tuned`` is ``pf`` with the exponent, window and planning
+prior tuned on the fold's four training families (``models/<fold>/pf.json``): the learned tilt of
+the fold starts from it (a zero tilt plays it); ``pf`` runs with its library defaults."""
+QUICK_CLASSICAL = ("alternating", "pf", "pf-tuned")
+QUICK_TUNE = {"episodes": 1, "rounds": 2, "grid": {"exponent": (1.0, 4.0), "window_s": (60.0,), "prior_s": (0.0,)},
+              "progress": False}
 
 
 def real_families() -> list[Any]:
@@ -91,14 +96,16 @@ def play(env: Any, policy: Any, seed: int) -> float:
 
 
 def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, cfg: Any, log: Any = sys.stderr,
-                more: bool = False) -> None:
-    """Train one tilt per fold (all families but the fold's) into ``models/<fold>/model``; a fold
-    whose model exists is kept, or with ``more`` trained further from it (another leg of
-    ``cfg.minutes``, seed + 1; the first leg's model is kept as ``model-leg1``)."""
+                more: bool = False, tune: dict[str, Any] | None = None) -> None:
+    """Per fold (all families but the fold's): tune ``pf`` on them (``models/<fold>/pf.json``,
+    :func:`edgesplit.agents.learned_v1_training.tuned_backbone`), then train one tilt on that
+    backbone into ``models/<fold>/model``. A fold whose model exists is kept, or with ``more``
+    trained further from it (another leg of ``cfg.minutes``, seed + 1; the first leg's model is
+    kept as ``model-leg1``). ``tune``: keyword arguments of the tuning (episodes, grid, ...)."""
     import dataclasses
 
     from edgesplit.agents.learned_v1 import TiltModel
-    from edgesplit.agents.learned_v1_training import train_es
+    from edgesplit.agents.learned_v1_training import train_es, tuned_backbone
 
     for fold in folds:
         out = models / fold
@@ -110,11 +117,27 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, cfg
             first = TiltModel.load(out / "model")
             first.save(out / "model-leg1")
             print(f"fold {fold}: training further on {[f.name for f in train]}", file=log, flush=True)
-            train_es(train, dataclasses.replace(cfg, seed=cfg.seed + 1), out / "leg2", log=log, init=first)
+            train_es(train, dataclasses.replace(cfg, seed=cfg.seed + 1, tilt=first.cfg), out / "leg2", log=log,
+                     init=first, extra_meta={k: first.meta[k] for k in ("backbone_pf",) if k in first.meta})
             TiltModel.load(out / "leg2" / "model").save(out / "model")
             continue
-        print(f"fold {fold}: training on {[f.name for f in train]}", file=log, flush=True)
-        train_es(train, cfg, out, log=log)
+        print(f"fold {fold}: tuning pf on {[f.name for f in train]}", file=log, flush=True)
+        fold_cfg, params = tuned_backbone(train, cfg, out, **(tune or {}))
+        print(f"fold {fold}: pf-tuned = {params.to_json()}; training the tilt on it", file=log, flush=True)
+        train_es(train, fold_cfg, out, log=log, extra_meta={"backbone_pf": params.to_json()})
+
+
+def fold_pf(models: Path, fold: str) -> dict[str, float]:
+    """The fold's tuned ``pf`` parameters (``models/<fold>/pf.json``), as ``get_policy("pf", ...)`` options."""
+    import dataclasses
+    import json
+
+    from edgesplit.agents.classical_tuning import PFParams
+
+    path = models / fold / "pf.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"fold {fold}: {path} not found (train the fold first: --stage train)")
+    return dataclasses.asdict(PFParams.from_json(json.loads(path.read_text())["pf"]))
 
 
 def evaluate_folds(families: Sequence[Any], folds: Sequence[str], models: Path, out: Path, episodes: int,
@@ -138,8 +161,8 @@ def evaluate_folds(families: Sequence[Any], folds: Sequence[str], models: Path, 
         env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=n_devices, traces=[by_name[fold]], rounds=rounds)
         policies = []
         for n in classical:
-            if n == "pf-backbone":
-                pol = get_policy("pf", **BACKBONE)
+            if n == "pf-tuned":
+                pol = get_policy("pf", **fold_pf(models, fold))
                 pol.name = n
             else:
                 pol = get_policy(n)
@@ -293,7 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", default=str(ROOT / "agents" / "hyperparams" / "edgesplit-dynamic-v1-learned.yml"),
                     help="training hyper-parameters (YAML)")
     ap.add_argument("--minutes", type=float, default=None, help="training budget per fold (overrides the config)")
-    ap.add_argument("--episodes", type=int, default=8, help="evaluation episodes per family")
+    ap.add_argument("--episodes", type=int, default=24, help="evaluation episodes per family (default 24)")
+    ap.add_argument("--tune-episodes", type=int, default=8,
+                    help="episodes per training family and grid point when tuning pf per fold (default 8)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds per evaluation episode")
     ap.add_argument("--n-devices", type=int, default=10, help="devices")
     ap.add_argument("--seed", type=int, default=20_000, help="first evaluation episode seed")
@@ -332,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     t0 = time.time()
     if args.stage in ("all", "train"):
-        train_folds(families, folds, models, cfg, more=args.more)
+        train_folds(families, folds, models, cfg, more=args.more,
+                    tune=QUICK_TUNE if args.quick else {"episodes": args.tune_episodes})
     if args.stage == "train":
         return 0
     df = evaluate_folds(families, folds, models, out, episodes, rounds, n_dev, args.seed, classical)

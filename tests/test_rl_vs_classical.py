@@ -16,7 +16,7 @@ def test_quick_study_end_to_end(tmp_path, capsys):
     fams = set(eps.family)
     assert fams == {"synthetic-a", "synthetic-b"}
     # every policy on every family's same episodes, the learned one included
-    assert set(eps.policy) == {"alternating", "pf", "learned", "oracle"}
+    assert set(eps.policy) == {"alternating", "pf", "pf-tuned", "learned", "oracle"}
     assert (eps.groupby(["family", "policy"]).size() == 1).all()
     assert (eps.total_time_s > 0).all()
     summary = pd.read_csv(out / "summary.csv")
@@ -28,6 +28,11 @@ def test_quick_study_end_to_end(tmp_path, capsys):
     for fam in fams:
         meta = json.loads((out / "models" / fam / "model.json").read_text())
         assert fam not in meta["trained_on"] and len(meta["trained_on"]) == 1
+        # pf was tuned on the same training families only, and the tilt is built on that rule
+        tuned = json.loads((out / "models" / fam / "pf.json").read_text())
+        assert tuned["tuned_on"] == meta["trained_on"]
+        assert meta["backbone_pf"] == tuned["pf"]
+        assert meta["config"]["alpha"] == tuned["pf"]["exponent"]
     assert "gap closed" in (out / "results.md").read_text()
 
 
