@@ -154,6 +154,7 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         self._round = 0
         self._clock = 0.0
         self._last: dict[str, Any] | None = None
+        self._fixed_cache: tuple[CostModel, Plan] | None = None  # see _episode_costs
         self._needs_reset = True  # until reset(); again once an episode has terminated
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
@@ -212,6 +213,23 @@ class EdgeSplitBaseEnv(gym.Env[np.ndarray, dict]):
         if self.fixed_scenario is not None:
             return self.fixed_scenario
         return generate_scenario(self.profile, self.n_devices, self.generator, rng=self.np_random)
+
+    def _episode_costs(self, options: dict | None) -> tuple[CostModel, Plan]:
+        """The cost model and alternating reference of a new episode (see :meth:`_episode_scenario`),
+        installed with :meth:`_setup_costs` and :meth:`_set_reference`; returns ``(cm, plan)``.
+        With a fixed scenario (and no ``options['scenario']``) they are built once and reused:
+        the nominal rates are fixed, so every episode has the same costs and reference."""
+        use_fixed = self.fixed_scenario is not None and not (options and options.get("scenario") is not None)
+        if use_fixed and self._fixed_cache is not None:
+            cm, plan = self._fixed_cache
+        else:
+            cm = CostModel.from_scenario(self._episode_scenario(options))
+            plan = self._reference(cm)
+            if use_fixed:
+                self._fixed_cache = (cm, plan)
+        self._setup_costs(cm)
+        self._set_reference(plan)
+        return cm, plan
 
     def _setup_costs(self, cm: CostModel) -> None:
         """Cache the cost model's arrays for the step (flat, indexed ``i * L + c - 1``)."""

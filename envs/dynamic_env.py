@@ -10,7 +10,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgesplit.costmodel import CostModel
 from edgesplit.devices import GeneratorConfig
 from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
@@ -149,23 +148,13 @@ class EdgeSplitDynamicEnv(EdgeSplitBaseEnv):
                          history=history, render_mode=render_mode, **generator_options)
         self.traceset = resolve_traces(traces)
         self.alternating_info = bool(alternating_info)
-        self._fixed_cache: tuple | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode: scenario, alternating reference on nominal rates, traces and offsets."""
         super().reset(seed=seed)
-        use_fixed = self.fixed_scenario is not None and not (options and options.get("scenario") is not None)
-        if use_fixed and self._fixed_cache is not None:
-            cm, plan = self._fixed_cache
-        else:
-            cm = CostModel.from_scenario(self._episode_scenario(options))
-            plan = self._reference(cm)
-            if use_fixed:
-                self._fixed_cache = (cm, plan)
-        self._setup_costs(cm)
+        cm, plan = self._episode_costs(options)
         N, H = self.n_devices, self.history
-        self._set_reference(plan)
         T_ref = self.reference_time_s
         ts = self.traceset
         rng = self.np_random

@@ -264,7 +264,6 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
                                             dtype=np.float32)
         self._obs = np.zeros(high.shape, dtype=np.float64)
         self._make_views()
-        self._fixed_cache: tuple | None = None
         self._done = True
         self._phase = PHASE_CUTS
 
@@ -394,16 +393,7 @@ class EdgeSplitDynamicV1Env(EdgeSplitBaseEnv):
               ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode: scenario, alternating reference on nominal rates, families, traces, offsets."""
         super(EdgeSplitBaseEnv, self).reset(seed=seed)
-        use_fixed = self.fixed_scenario is not None and not (options and options.get("scenario") is not None)
-        if use_fixed and self._fixed_cache is not None:
-            cm, plan = self._fixed_cache
-        else:
-            cm = CostModel.from_scenario(self._episode_scenario(options))
-            plan = self._reference(cm)
-            if use_fixed:
-                self._fixed_cache = (cm, plan)
-        self._setup_costs(cm)
-        self._set_reference(plan)
+        cm, plan = self._episode_costs(options)
         N = self.n_devices
         rng = self.np_random
         ts = self.traceset

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesplit.costmodel import CostModel, transfer_seconds
+from edgesplit.costmodel import transfer_seconds
 from edgesplit.devices import GeneratorConfig
 from edgesplit.profiles import LayerProfile
 from edgesplit.scenario import Scenario
@@ -123,22 +123,12 @@ class EdgeSplitEnv(EdgeSplitBaseEnv):
         super().__init__(n_devices=n_devices, model=model, rounds=rounds, scenario=scenario,
                          generator=generator, migration_factor=migration_factor, max_penalty=max_penalty,
                          history=1, render_mode=render_mode, **generator_options)
-        self._fixed_cache: tuple | None = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode: draw (or take) the scenario, plan the alternating reference."""
         super().reset(seed=seed)
-        use_fixed = self.fixed_scenario is not None and not (options and options.get("scenario") is not None)
-        if use_fixed and self._fixed_cache is not None:
-            cm, plan = self._fixed_cache  # rates are fixed: the same costs and reference every episode
-        else:
-            cm = CostModel.from_scenario(self._episode_scenario(options))
-            plan = self._reference(cm)
-            if use_fixed:
-                self._fixed_cache = (cm, plan)
-        self._setup_costs(cm)
-        self._set_reference(plan)
+        cm, plan = self._episode_costs(options)
         rates = cm.rate_bps
         self._known = rates.copy()
         self._o_rate0[:] = np.minimum(rates / rates.max(), MAX_OBS)
