@@ -499,6 +499,23 @@ def _check_loss(stats: RoundStats, r: int, cfg: RunConfig) -> None:
                              f"lower --lr (now {cfg.lr}) or --momentum (now {cfg.momentum})")
 
 
+def _record_round(res: ScheduleResult, r: int, cuts: Sequence[int], meas: np.ndarray, pred: np.ndarray,
+                  timing: str, wall: float, acc: float, loss: float) -> tuple[dict[str, Any], list[dict]]:
+    """Append round ``r`` to ``res``: its row (clocks advanced from the previous row by the measured
+    round time, or the cost model's with ``timing="model"``) and its per-device timing records;
+    returns (row, records)."""
+    plan = res.plan
+    t_round = round_time_of(meas, plan.sequential) if timing == "measured" else float(plan.round_time_s)
+    prev = res.rows[-1]
+    row = {"round": r, "sim_time_s": prev["sim_time_s"] + t_round,
+           "predicted_sim_time_s": prev["predicted_sim_time_s"] + float(plan.round_time_s),
+           "wall_s": prev["wall_s"] + wall, "test_acc": acc, "loss": loss}
+    res.rows.append(row)
+    recs = _timing_rows(res.name, r, cuts, meas, pred)
+    res.timing.extend(recs)
+    return row, recs
+
+
 def train_and_time(prep: Prepared, schedulers: Sequence[str], out_dir: str | Path | None = None,
                    resume: bool = False, progress: bool | None = None,
                    on_round: Callable[[int, dict[str, dict]], bool | None] | None = None,
@@ -558,14 +575,7 @@ def train_and_time(prep: Prepared, schedulers: Sequence[str], out_dir: str | Pat
                 cuts = [int(c) for c in plan.cuts]
                 meas = m.device_times(cuts, plan.shares, rates, ratios)
                 pred = np.asarray(plan.per_device_time_s, float)
-                t_round = round_time_of(meas, plan.sequential) if cfg.timing == "measured" else float(plan.round_time_s)
-                prev = res.rows[-1]
-                row = {"round": r, "sim_time_s": prev["sim_time_s"] + t_round,
-                       "predicted_sim_time_s": prev["predicted_sim_time_s"] + float(plan.round_time_s),
-                       "wall_s": prev["wall_s"] + wall, "test_acc": acc, "loss": loss}
-                res.rows.append(row)
-                recs = _timing_rows(s, r, cuts, meas, pred)
-                res.timing.extend(recs)
+                row, recs = _record_round(res, r, cuts, meas, pred, cfg.timing, wall, acc, loss)
                 timing_rows.extend(recs)
                 now[s] = row
             stop = on_round is not None and bool(on_round(r, now))
@@ -626,14 +636,7 @@ def train_per_scheduler(prep: Prepared, scheduler: str, out_dir: str | Path | No
             acc, loss = trainer.evaluate(prep.test)
             wall = time.perf_counter() - t0
             meas = RoundMeasurement.from_stats(stats).device_times(cuts, plan.shares, rates, ratios)
-            t_round = round_time_of(meas, plan.sequential) if cfg.timing == "measured" else float(plan.round_time_s)
-            prev = res.rows[-1]
-            row = {"round": r, "sim_time_s": prev["sim_time_s"] + t_round,
-                   "predicted_sim_time_s": prev["predicted_sim_time_s"] + float(plan.round_time_s),
-                   "wall_s": prev["wall_s"] + wall, "test_acc": acc, "loss": loss}
-            res.rows.append(row)
-            recs = _timing_rows(scheduler, r, cuts, meas, pred)
-            res.timing.extend(recs)
+            row, recs = _record_round(res, r, cuts, meas, pred, cfg.timing, wall, acc, loss)
             if out is not None and ckpt is not None and log is not None:
                 save_checkpoint(ckpt, {"identity": cfg.identity(), **extra, "round": r, "rows": res.rows}, trainer)
                 log.append(row)
