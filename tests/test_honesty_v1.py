@@ -9,6 +9,8 @@ here react to what they see). After ``t*`` they must differ (else the test could
 
 from __future__ import annotations
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -50,9 +52,14 @@ def _same(x, y) -> bool:
     return x == y
 
 
-def _trajectory(fam: TraceFamily, policy: str, interval_s: float | None) -> list[tuple[float, object, dict, dict]]:
-    env = gym.make("EdgeSplitDynamic-v1", n_devices=4, rounds=6, traces=[fam], trace_start="beginning",
-                   interval_s=interval_s)
+def _honest_env(fam: TraceFamily, interval_s: float | None) -> gym.Env:
+    """The env every test here plays: 4 devices, 6 rounds, every trace played from its beginning."""
+    return gym.make("EdgeSplitDynamic-v1", n_devices=4, rounds=6, traces=[fam], trace_start="beginning",
+                    interval_s=interval_s)
+
+
+def _trajectory_env(env: gym.Env, policy: str) -> list[tuple[float, object, dict, dict]]:
+    """One seeded episode of ``policy`` on ``env``: (sim clock, (obs[, reward]), info, policy_view()) a step."""
     pol = get_policy(policy)
     obs, info = env.reset(seed=3)
     pol.reset(env, 3)
@@ -65,19 +72,25 @@ def _trajectory(fam: TraceFamily, policy: str, interval_s: float | None) -> list
             return out
 
 
+def _trajectory(fam: TraceFamily, policy: str, interval_s: float | None) -> list[tuple[float, object, dict, dict]]:
+    return _trajectory_env(_honest_env(fam, interval_s), policy)
+
+
+def _before_t_star(a: list, b: list) -> list:
+    """The steps of trajectories ``a`` and ``b``, paired, until either clock is past ``t*``."""
+    return list(itertools.takewhile(lambda p: p[0][0] <= T_STAR and p[1][0] <= T_STAR, zip(a, b)))
+
+
 @pytest.mark.parametrize("policy,interval_s", [("pf", 5.0), ("robust-mpc", 5.0), ("alternating", None)])
 def test_nothing_a_policy_sees_depends_on_the_future(policy: str, interval_s: float | None) -> None:
     fa, fb = _families()
     a = _trajectory(fa, policy, interval_s)
     b = _trajectory(fb, policy, interval_s)
-    checked = 0
-    for (ta, xa, ia, va), (tb, xb, ib, vb) in zip(a, b):
-        if ta > T_STAR or tb > T_STAR:
-            break
+    before = _before_t_star(a, b)
+    for (ta, xa, ia, va), (tb, xb, ib, vb) in before:
         assert ta == tb
         assert _same(xa, xb) and _same(ia, ib) and _same(va, vb), f"differs at t={ta}"
-        checked += 1
-    assert checked >= 2
+    assert len(before) >= 2
     # after t* the futures differ, and so does what is measured
     assert not all(_same(xa, xb) for (_, xa, _, _), (_, xb, _, _) in zip(a, b))
 
@@ -109,8 +122,7 @@ def _short_families(policy: str, interval_s: float | None) -> tuple[TraceFamily,
         past.append(Trace(f"s{j:02d}", np.arange(n, dtype=float), rates, float(n)))
     fa = TraceFamily("f", tuple(past))
     # where each trace is played before t* (the links do not depend on the actions)
-    env = gym.make("EdgeSplitDynamic-v1", n_devices=4, rounds=6, traces=[fa], trace_start="beginning",
-                   interval_s=interval_s)
+    env = _honest_env(fa, interval_s)
     traj = _trajectory_env(env, policy)
     assert traj[-1][0] > T_STAR
     seen = np.zeros(len(past))  # the furthest local second of each trace reached by t*
@@ -139,19 +151,6 @@ def _short_families(policy: str, interval_s: float | None) -> tuple[TraceFamily,
     return fa, fb
 
 
-def _trajectory_env(env: gym.Env, policy: str) -> list[tuple[float, object, dict, dict]]:
-    pol = get_policy(policy)
-    obs, info = env.reset(seed=3)
-    pol.reset(env, 3)
-    base = env.unwrapped
-    out = [(0.0, obs, info, base.policy_view())]
-    while True:
-        obs, r, term, trunc, info = env.step(pol.act(obs, info))
-        out.append((info["sim_clock_s"], (obs, r), info, base.policy_view()))
-        if term or trunc:
-            return out
-
-
 def _close(x, y, rtol: float = 1e-9) -> bool:
     """:func:`_same` up to floating-point rounding (the traces' concatenation, hence the order of the
     sums, differs when lengths differ): a leak shows at far more than ``rtol``."""
@@ -176,12 +175,9 @@ def test_short_traces_leak_neither_length_nor_loop_point(policy: str, interval_s
     fa, fb = _short_families(policy, interval_s)
     a = _trajectory(fa, policy, interval_s)
     b = _trajectory(fb, policy, interval_s)
-    checked = 0
-    for (ta, xa, ia, va), (tb, xb, ib, vb) in zip(a, b):
-        if ta > T_STAR or tb > T_STAR:
-            break
+    before = _before_t_star(a, b)
+    for (ta, xa, ia, va), (tb, xb, ib, vb) in before:
         assert ta == pytest.approx(tb, rel=1e-9)
         assert _close(xa, xb) and _close(ia, ib) and _close(va, vb), f"differs at t={ta}"
-        checked += 1
-    assert checked >= 2
+    assert len(before) >= 2
     assert not all(_close(xa, xb) for (_, xa, _, _), (_, xb, _, _) in zip(a, b))
