@@ -83,6 +83,24 @@ def test_user_error_is_one_line_and_debug_shows_the_traceback(tmp_path: Path) ->
     assert r.returncode != 0 and "Traceback" in r.stderr
 
 
+def test_a_trace_with_a_huge_value_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
+    """A 1e300 throughput in a --traces file (the library refuses it, see test_fuzz_traces) reaches
+    the user as the CLI rule says: one line naming the file, the line and the problem, exit 2."""
+    traces = tmp_path / "fam"
+    traces.mkdir()
+    (traces / "a-huge.txt").write_text("0 1e300\n1 2.0\n")
+    for name in ("b.txt", "c.txt"):  # the rest of the family is fine
+        (traces / name).write_text("0 1.5\n1 2.0\n2 2.5\n")
+    cmd = [sys.executable, "-m", "edgesplit.cli", "evaluate", "--env", "EdgeSplitDynamic-v1", "--policy", "alternating",
+           "--traces", str(traces), "--episodes", "1", "--n-devices", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr  # one line
+    assert r.stderr.startswith("edgesplit evaluate: error:")
+    assert "a-huge.txt" in r.stderr and "line 1" in r.stderr and "out of range" in r.stderr
+
+
 def test_own_envs_and_agents_folders_in_the_cwd_do_not_break_evaluation(tmp_path: Path) -> None:
     for name in ("envs", "agents", "experiments"):
         (tmp_path / name).mkdir()
