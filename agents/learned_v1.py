@@ -50,11 +50,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_mean_over_nominal", # measured long-run mean vs the link class
     "compute_over_plan",     # A_i / the plan's round time
     "elapsed_over_plan",     # elapsed seconds in the round / the plan's round time
+    "log_finish_over_plan",  # finish time if the device kept its plan share at its recent average rate / plan time
 )
 """Per-device features of the learned tilt (in this order)."""
 
 N_FEATURES = len(FEATURE_NAMES)
-FORMAT = 1
+FORMAT = 2
 """Version of the saved-policy format (``.npz`` + ``.json``)."""
 
 SHIPPED_V1_STEM = "edgesplit-dynamic-v1-n10"
@@ -79,12 +80,21 @@ class TiltConfig:
     prior of this many seconds (``pf``'s ``prior_s``; :func:`edgesplit.agents.classical.shrunk_mean_rates`)."""
     hidden: int = 16
     """Hidden units of the shared MLP."""
+    context: str = "mean"
+    """What the network sees of the other devices: ``"mean"`` (the mean of the features over the
+    devices still sending) or ``"mean_max"`` (and their maximum: the straggler's)."""
     clip: float = 6.0
     """The learned log-tilt is clipped to ``[-clip, clip]``."""
 
+    def n_inputs(self) -> int:
+        """Inputs of the MLP per device: ``[x_i, mean x]`` or ``[x_i, mean x, max x]``."""
+        if self.context not in ("mean", "mean_max"):
+            raise ValueError(f"context: must be 'mean' or 'mean_max', got {self.context!r}")
+        return (2 if self.context == "mean" else 3) * N_FEATURES
+
     def n_params(self) -> int:
-        """Number of weights of the MLP ``[x_i, mean x] -> hidden -> 1``."""
-        return 2 * N_FEATURES * self.hidden + self.hidden + self.hidden + 1
+        """Number of weights of the MLP ``inputs -> hidden -> 1``."""
+        return self.n_inputs() * self.hidden + self.hidden + self.hidden + 1
 
 
 # ----------------------------------------------------------------------------- equal-finish shares
@@ -168,6 +178,7 @@ def tilt_features(past_rates: np.ndarray, mean_rate: np.ndarray, nominal: np.nda
         np.clip(np.log(mean / np.maximum(nominal, f)), -8, 8),
         np.minimum(compute_s / T, 10.0),
         np.broadcast_to(np.minimum(el / T, 10.0), cur.shape),
+        np.clip(np.log(np.maximum(el + bits_left / (plan * avg) + compute_s, 1e-9) / T), -8, 8),
     ], axis=-1)
     base = np.log(plan) + (el > 0) * cfg.alpha * np.clip(np.log(cur / avg), -8, 8)
     return x, base
@@ -178,7 +189,7 @@ def tilt_features(past_rates: np.ndarray, mean_rate: np.ndarray, nominal: np.nda
 
 def unpack(theta: np.ndarray, cfg: TiltConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(W1 (P, 2F, H), b1 (P, H), w2 (P, H), b2 (P,))`` from parameter rows ``theta (P, n_params)``."""
-    F2, H = 2 * N_FEATURES, cfg.hidden
+    F2, H = cfg.n_inputs(), cfg.hidden
     theta = np.atleast_2d(theta)
     i = 0
     W1 = theta[:, i:i + F2 * H].reshape(-1, F2, H)
@@ -205,7 +216,11 @@ def tilt_logits(theta: np.ndarray, x: np.ndarray, base: np.ndarray, sending: np.
     s = sending.astype(np.float64)
     cnt = np.maximum(s.sum(axis=1, keepdims=True), 1.0)
     ctx = (x * s[..., None]).sum(axis=1, keepdims=True) / cnt[..., None]
-    z = np.concatenate([x, np.broadcast_to(ctx, x.shape)], axis=-1).reshape(C, (M // C) * N, 2 * F)
+    parts = [x, np.broadcast_to(ctx, x.shape)]
+    if cfg.context == "mean_max":
+        mx = np.where(s[..., None] > 0, x, -np.inf).max(axis=1, keepdims=True)
+        parts.append(np.broadcast_to(np.where(np.isfinite(mx), mx, 0.0), x.shape))
+    z = np.concatenate(parts, axis=-1).reshape(C, (M // C) * N, cfg.n_inputs())
     h = np.tanh(np.matmul(z, W1) + b1[:, None, :])           # (C, M/C * N, H)
     g = (np.matmul(h, w2[:, :, None])[..., 0] + b2[:, None]).reshape(M, N)
     g = np.clip(g, -cfg.clip, cfg.clip)

@@ -73,12 +73,24 @@ class ESConfig:
     """Share of each training family's traces held out for validation."""
     n_devices: int = 10
     interval_s: float = 5.0
+    history_rounds: int = 20
+    """A simulated round is round ``k`` of an episode, ``k`` uniform in ``0 .. history_rounds - 1``
+    (so ``k`` reference round times of links have been measured before it)."""
     horizon_s: float = 1800.0
     """A round not over after this many simulated seconds is cut there and charged 2x."""
+    fitness: str = "raw"
+    """``"raw"``: the candidates' mean log round time vs the backbone's; ``"rank"``: their centred
+    ranks (OpenAI-ES fitness shaping: robust to a few extreme rounds)."""
     init_std: float = 0.5
     """Std of the random first-layer weights (the output layer starts at 0: the PF rule)."""
     seed: int = 0
     tilt: TiltConfig = field(default_factory=TiltConfig)
+
+    def __post_init__(self) -> None:
+        if self.fitness not in ("raw", "rank"):
+            raise ValueError(f"fitness: must be 'raw' or 'rank', got {self.fitness!r}")
+        if int(self.history_rounds) < 1:
+            raise ValueError(f"history_rounds: must be >= 1, got {self.history_rounds!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ESConfig":
@@ -132,14 +144,14 @@ class FamilyRates:
 
 
 def split_family(fam: Any, val_fraction: float, seed: int = 0) -> tuple[FamilyRates, FamilyRates]:
-    """``(train, validation)`` parts of a :class:`edgesplit.traces.TraceFamily`, by trace (seeded);
-    both scale by the whole family's mean, as the env does."""
-    traces = sorted(fam.traces, key=lambda t: Path(t.name).name)
-    perm = np.random.default_rng(seed).permutation(len(traces))
-    n_val = int(round(val_fraction * len(traces)))
-    n_val = min(max(n_val, 1), len(traces) - 1) if len(traces) >= 2 else 0
-    val = [traces[i] for i in perm[:n_val]] or traces
-    train = [traces[i] for i in perm[n_val:]]
+    """``(train, validation)`` parts of a :class:`edgesplit.traces.TraceFamily`, by trace: the
+    ``train`` and ``test`` parts of :func:`edgesplit.traces.split_traces` (``val_fraction``,
+    ``seed``); both scale by the whole family's mean, as the env does. The same validation traces
+    in the env: ``edgesplit.traces.split_families(families, "test", val_fraction, seed)``."""
+    from edgesplit.traces import split_traces
+
+    train = split_traces(fam.traces, "train", val_fraction, seed)
+    val = split_traces(fam.traces, "test", val_fraction, seed)
     return FamilyRates(fam.name, train, fam.mean_bps), FamilyRates(fam.name, val, fam.mean_bps)
 
 
@@ -180,7 +192,7 @@ def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: 
         cm = env.cost_model
         nominal = np.asarray(cm.rate_bps, dtype=np.float64)
         T_ref = float(env.reference_time_s)
-        rounds_before = int(rng.integers(0, 20))
+        rounds_before = int(rng.integers(0, cfg.history_rounds))
         Lp = int(round(rounds_before * T_ref))
         if rng.random() < 0.5:
             fams = [families[int(rng.integers(len(families)))]] * N
@@ -365,8 +377,8 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
     val_batch = sample_rounds(np.random.default_rng(cfg.seed + 10_000), val_f, cfg.val_rounds, cfg, env, k_windows)
     P = tc.n_params()
     theta = np.zeros(P)
-    F2H = 2 * len(x_names()) * tc.hidden
-    theta[:F2H] = rng.normal(0.0, cfg.init_std, F2H) / math.sqrt(2 * len(x_names()))
+    F2H = tc.n_inputs() * tc.hidden
+    theta[:F2H] = rng.normal(0.0, cfg.init_std, F2H) / math.sqrt(tc.n_inputs())
     if init is not None:
         if init.cfg != tc:
             raise ValueError(f"init: the model's config {init.cfg} differs from the training config {tc}")
@@ -400,6 +412,11 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
             cur = float(np.mean(T[1] - ref))
             fp = (T[2:2 + cfg.population] - ref).mean(axis=1)
             fm = (T[2 + cfg.population:] - ref).mean(axis=1)
+            if cfg.fitness == "rank":  # centred ranks of all 2 x population candidates (OpenAI-ES)
+                r = np.empty(2 * cfg.population)
+                r[np.argsort(np.concatenate([fp, fm]), kind="stable")] = np.arange(2 * cfg.population)
+                r = r / (2 * cfg.population - 1) - 0.5
+                fp, fm = r[:cfg.population], r[cfg.population:]
             grad = ((fp - fm)[:, None] * eps).mean(axis=0) / (2 * cfg.sigma)
             m = 0.9 * m + 0.1 * grad
             v = 0.999 * v + 0.001 * grad ** 2
@@ -444,16 +461,20 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
     return model, rows
 
 
-def x_names() -> tuple[str, ...]:
-    """The feature names (re-exported for sizes)."""
-    from edgesplit.agents.learned_v1 import FEATURE_NAMES
-    return FEATURE_NAMES
-
-
 def load_config(path: str | Path | None) -> ESConfig:
-    """An :class:`ESConfig` from a YAML file (``None``: the defaults)."""
+    """The first candidate of :func:`load_candidates` (``None``: the defaults)."""
+    return load_candidates(path)[0][1]
+
+
+def load_candidates(path: str | Path | None) -> list[tuple[str, ESConfig]]:
+    """``(name, config)`` candidates from a YAML file (``None``: the defaults, one candidate).
+
+    The file holds the settings under ``EdgeSplitDynamic-v1:`` (or at the top level); an optional
+    ``candidates:`` list of ``{name: ..., <overrides>}`` gives several configurations that share
+    the other settings (a ``tilt:`` override is merged into the shared ``tilt``).
+    :func:`train_candidates` trains each and keeps the one with the best validation score."""
     if path is None:
-        return ESConfig()
+        return [("default", ESConfig())]
     import yaml
 
     p = Path(path)
@@ -462,7 +483,57 @@ def load_config(path: str | Path | None) -> ESConfig:
     doc = yaml.safe_load(p.read_text()) or {}
     if "EdgeSplitDynamic-v1" in doc:
         doc = doc["EdgeSplitDynamic-v1"]
-    return ESConfig.from_dict(doc)
+    doc = dict(doc)
+    cands = doc.pop("candidates", None)
+    if not cands:
+        return [("default", ESConfig.from_dict(doc))]
+    out = []
+    for k, c in enumerate(cands):
+        c = dict(c)
+        name = str(c.pop("name", f"candidate-{k}"))
+        merged = {**doc, **c}
+        merged["tilt"] = {**doc.get("tilt", {}), **c.get("tilt", {})}
+        try:
+            out.append((name, ESConfig.from_dict(merged)))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config: candidate {name!r}: {exc}") from None
+    if len({n for n, _ in out}) != len(out):
+        raise ValueError(f"config: candidate names must be distinct, got {[n for n, _ in out]}")
+    return out
+
+
+def train_candidates(families: Sequence[Any], candidates: Sequence[tuple[str, ESConfig]], out: str | Path,
+                     log: Any = sys.stderr, backbone: bool = True) -> TiltModel:
+    """Train every candidate configuration on ``families`` (into ``out/<name>``) and keep the one
+    with the best validation score (validation traces of the *training* families, never a family
+    judged later) as ``out/model``; a candidate already trained there is reused. With
+    ``backbone``, each trains on ``pf`` tuned on ``families`` (:func:`tuned_backbone`, tuned once,
+    ``out/pf.json``). Returns the kept model (its metadata names the candidate and every score)."""
+    out = Path(out)
+    scores: dict[str, float] = {}
+    best: tuple[float, str, TiltModel] | None = None
+    for name, cfg in candidates:
+        extra: dict[str, Any] = {"candidate": name}
+        if backbone:
+            cfg, params = tuned_backbone(families, cfg, out)
+            extra["backbone_pf"] = params.to_json()
+        sub = out / name
+        if (sub / "model.json").is_file():
+            model = TiltModel.load(sub / "model")
+            print(f"candidate {name}: trained already ({sub})", file=log, flush=True)
+        else:
+            print(f"candidate {name}: training on {[f.name for f in families]}", file=log, flush=True)
+            model, _ = train_es(families, cfg, sub, log=log, extra_meta=extra)
+        scores[name] = float(model.meta["validation_log_ratio_vs_pf"])
+        if best is None or scores[name] < best[0]:
+            best = (scores[name], name, model)
+    assert best is not None
+    model = TiltModel(theta=best[2].theta, cfg=best[2].cfg,
+                      meta={**best[2].meta, "selected_from": scores})
+    model.save(out / "model")
+    print(f"kept candidate {best[1]} (validation log time ratio vs pf: "
+          f"{', '.join(f'{k} {v:+.4f}' for k, v in scores.items())})", file=log, flush=True)
+    return model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -470,41 +541,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ap = argparse.ArgumentParser(prog="python -m edgesplit.agents.learned_v1_training",
                                  description="Train the learned EdgeSplitDynamic-v1 scheduler (a residual tilt "
-                                             "on the PF rule) with evolution strategies.")
+                                             "on the PF rule) with evolution strategies. pf is first tuned on the "
+                                             "training families (OUT/pf.json); each candidate configuration of "
+                                             "--config trains into OUT/<name>, and the one with the best validation "
+                                             "score (held-out traces of the training families) is kept as OUT/model.")
     ap.add_argument("--traces", nargs="+", required=True, help="trace folders (a folder = a family; "
                     "pensieve-train holds fcc and hsdpa)")
     ap.add_argument("--exclude-family", nargs="*", default=[], help="families left out of training")
-    ap.add_argument("--config", default=None, help="hyper-parameter YAML (agents/hyperparams/edgesplit-dynamic-v1-learned.yml)")
-    ap.add_argument("--out", required=True, help="output folder (progress.csv, model.npz/json)")
+    ap.add_argument("--config", default=None, help="hyper-parameter YAML, optionally with candidates "
+                    "(agents/hyperparams/edgesplit-dynamic-v1-learned.yml)")
+    ap.add_argument("--out", required=True, help="output folder (pf.json, <candidate>/progress.csv, model.npz/json)")
     ap.add_argument("--seed", type=int, default=None, help="override the config's seed")
-    ap.add_argument("--minutes", type=float, default=None, help="override the wall-clock budget")
+    ap.add_argument("--minutes", type=float, default=None, help="override the wall-clock budget (per candidate)")
     ap.add_argument("--generations", type=int, default=None, help="override the number of generations")
-    ap.add_argument("--init", default=None, help="continue from a saved tilt (same config)")
+    ap.add_argument("--init", default=None, help="continue from a saved tilt (same config; first candidate only)")
     ap.add_argument("--backbone", choices=("tuned", "config"), default="tuned",
                     help="tuned (default): tune pf's exponent, window and planning prior on the training families "
                          "first (OUT/pf.json, ~1 min) and build the tilt on it; config: the config's tilt values")
     args = ap.parse_args(argv)
+    import dataclasses
+
     try:
-        cfg = load_config(args.config)
-        if args.seed is not None:
-            cfg.seed = args.seed
-        if args.minutes is not None:
-            cfg.minutes = args.minutes
-        if args.generations is not None:
-            cfg.generations = args.generations
+        cands = load_candidates(args.config)
+        over = {k: v for k, v in (("seed", args.seed), ("minutes", args.minutes), ("generations", args.generations))
+                if v is not None}
+        cands = [(n, dataclasses.replace(c, **over)) for n, c in cands]
         fams = load_training_families(args.traces, args.exclude_family)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"training on {[f.name for f in fams]} ({sum(len(f) for f in fams)} traces)", file=sys.stderr)
-    init = TiltModel.load(args.init) if args.init else None
-    extra = None
-    if args.backbone == "tuned" and init is None:
-        cfg, params = tuned_backbone(fams, cfg, args.out)
-        extra = {"backbone_pf": params.to_json()}
-        print(f"backbone: pf {params.to_json()} (tuned on the training families)", file=sys.stderr)
-    model, rows = train_es(fams, cfg, args.out, init=init, extra_meta=extra)
+    if args.init:
+        init = TiltModel.load(args.init)
+        model, _ = train_es(fams, dataclasses.replace(cands[0][1], tilt=init.cfg), args.out, init=init,
+                            extra_meta={k: init.meta[k] for k in ("backbone_pf", "candidate") if k in init.meta})
+    else:
+        model = train_candidates(fams, cands, args.out, backbone=args.backbone == "tuned")
     print(json.dumps({"out": str(args.out), "trained_on": model.meta["trained_on"],
+                      "candidate": model.meta.get("candidate"),
                       "validation_log_ratio_vs_pf": model.meta["validation_log_ratio_vs_pf"],
                       "wall_s": model.meta["wall_s"], "generations": model.meta["generations"]}))
     return 0

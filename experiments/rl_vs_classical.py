@@ -95,18 +95,21 @@ def play(env: Any, policy: Any, seed: int) -> float:
             return total
 
 
-def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, cfg: Any, log: Any = sys.stderr,
-                more: bool = False, tune: dict[str, Any] | None = None) -> None:
+def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, candidates: Sequence[tuple[str, Any]],
+                log: Any = sys.stderr, more: bool = False, tune: dict[str, Any] | None = None) -> None:
     """Per fold (all families but the fold's): tune ``pf`` on them (``models/<fold>/pf.json``,
-    :func:`edgesplit.agents.learned_v1_training.tuned_backbone`), then train one tilt on that
-    backbone into ``models/<fold>/model``. A fold whose model exists is kept, or with ``more``
-    trained further from it (another leg of ``cfg.minutes``, seed + 1; the first leg's model is
-    kept as ``model-leg1``). ``tune``: keyword arguments of the tuning (episodes, grid, ...)."""
+    :func:`edgesplit.agents.learned_v1_training.tuned_backbone`), train every candidate
+    configuration on that backbone and keep the one with the best validation score on those
+    families (:func:`~edgesplit.agents.learned_v1_training.train_candidates`) as
+    ``models/<fold>/model``. A fold whose model exists is kept, or with ``more`` trained further
+    from it (another leg of its candidate's budget, seed + 1; the first leg's model is kept as
+    ``model-leg1``). ``tune``: keyword arguments of the tuning (episodes, grid, ...)."""
     import dataclasses
 
     from edgesplit.agents.learned_v1 import TiltModel
-    from edgesplit.agents.learned_v1_training import train_es, tuned_backbone
+    from edgesplit.agents.learned_v1_training import train_candidates, train_es, tuned_backbone
 
+    by_name = dict(candidates)
     for fold in folds:
         out = models / fold
         train = [f for f in families if f.name != fold]
@@ -116,15 +119,17 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, cfg
                 continue
             first = TiltModel.load(out / "model")
             first.save(out / "model-leg1")
+            cfg = by_name.get(first.meta.get("candidate"), candidates[0][1])
             print(f"fold {fold}: training further on {[f.name for f in train]}", file=log, flush=True)
             train_es(train, dataclasses.replace(cfg, seed=cfg.seed + 1, tilt=first.cfg), out / "leg2", log=log,
-                     init=first, extra_meta={k: first.meta[k] for k in ("backbone_pf",) if k in first.meta})
+                     init=first, extra_meta={k: first.meta[k] for k in ("backbone_pf", "candidate") if k in first.meta})
             TiltModel.load(out / "leg2" / "model").save(out / "model")
             continue
         print(f"fold {fold}: tuning pf on {[f.name for f in train]}", file=log, flush=True)
-        fold_cfg, params = tuned_backbone(train, cfg, out, **(tune or {}))
-        print(f"fold {fold}: pf-tuned = {params.to_json()}; training the tilt on it", file=log, flush=True)
-        train_es(train, fold_cfg, out, log=log, extra_meta={"backbone_pf": params.to_json()})
+        _, params = tuned_backbone(train, candidates[0][1], out, **(tune or {}))
+        print(f"fold {fold}: pf-tuned = {params.to_json()}; training {len(candidates)} candidate(s) on it",
+              file=log, flush=True)
+        train_candidates(train, candidates, out, log=log)
 
 
 def fold_pf(models: Path, fold: str) -> dict[str, float]:
@@ -315,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--folds", nargs="*", default=None, help="families to hold out (default: all five)")
     ap.add_argument("--config", default=str(ROOT / "agents" / "hyperparams" / "edgesplit-dynamic-v1-learned.yml"),
                     help="training hyper-parameters (YAML)")
-    ap.add_argument("--minutes", type=float, default=None, help="training budget per fold (overrides the config)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="wall-clock cap per candidate and fold (overrides the config; generations bound it too)")
     ap.add_argument("--episodes", type=int, default=24, help="evaluation episodes per family (default 24)")
     ap.add_argument("--tune-episodes", type=int, default=8,
                     help="episodes per training family and grid point when tuning pf per fold (default 8)")
@@ -326,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--more", action="store_true", help="train existing fold models one more leg of --minutes")
     ap.add_argument("--quick", action="store_true", help="tiny end-to-end run on synthetic families (seconds)")
     args = ap.parse_args(argv)
-    from edgesplit.agents.learned_v1_training import ESConfig, load_config
+    import dataclasses
+
+    from edgesplit.agents.learned_v1_training import ESConfig, load_candidates
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -334,17 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.quick:
             families = quick_families()
-            cfg = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1,
-                           n_devices=4, horizon_s=900.0, minutes=1.0)
-            cfg.tilt.hidden = 4
+            tiny = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1,
+                            n_devices=4, horizon_s=900.0, minutes=1.0)
+            tiny.tilt.hidden = 4
+            candidates = [("raw", tiny), ("rank", dataclasses.replace(tiny, fitness="rank"))]
             classical, episodes, rounds, n_dev, reps = QUICK_CLASSICAL, 1, 2, 4, 50
         else:
             families = real_families()
-            cfg = load_config(args.config)
-            cfg.n_devices = args.n_devices
+            candidates = [(n, dataclasses.replace(c, n_devices=args.n_devices)) for n, c in load_candidates(args.config)]
             classical, episodes, rounds, n_dev, reps = CLASSICAL_V1, args.episodes, args.rounds, args.n_devices, args.bootstrap
         if args.minutes is not None:
-            cfg.minutes = args.minutes
+            candidates = [(n, dataclasses.replace(c, minutes=args.minutes)) for n, c in candidates]
         names = [f.name for f in families]
         folds = args.folds or names
         bad = [f for f in folds if f not in names]
@@ -357,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     t0 = time.time()
     if args.stage in ("all", "train"):
-        train_folds(families, folds, models, cfg, more=args.more,
+        train_folds(families, folds, models, candidates, more=args.more,
                     tune=QUICK_TUNE if args.quick else {"episodes": args.tune_episodes})
     if args.stage == "train":
         return 0

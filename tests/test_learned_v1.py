@@ -42,9 +42,11 @@ def test_equal_finish_shares_make_everyone_finish_together():
         np.testing.assert_allclose(finish[m, act[m]], T[m], rtol=1e-6)
 
 
-def test_zero_network_is_the_backbone_and_shares_are_a_distribution():
+@pytest.mark.parametrize("context", ["mean", "mean_max"])
+def test_zero_network_is_the_backbone_and_shares_are_a_distribution(context):
     rng = np.random.default_rng(1)
-    cfg, x, base, sending = _features(rng)
+    _, x, base, sending = _features(rng)
+    cfg = TiltConfig(context=context)
     assert x.shape == base.shape + (len(FEATURE_NAMES),)
     logits = tilt_logits(np.zeros(cfg.n_params()), x, base, sending, cfg)
     np.testing.assert_allclose(logits[sending], base[sending])
@@ -54,9 +56,11 @@ def test_zero_network_is_the_backbone_and_shares_are_a_distribution():
     assert (sh[~sending] == 0).all() and (sh[sending] >= MIN_SHARE / 2).all()
 
 
-def test_tilt_is_permutation_equivariant():
+@pytest.mark.parametrize("context", ["mean", "mean_max"])
+def test_tilt_is_permutation_equivariant(context):
     rng = np.random.default_rng(2)
-    cfg, x, base, sending = _features(rng, M=2, N=6)
+    _, x, base, sending = _features(rng, M=2, N=6)
+    cfg = TiltConfig(context=context)
     theta = rng.normal(0, 0.3, cfg.n_params())
     perm = rng.permutation(6)
     a = tilt_logits(theta, x, base, sending, cfg)
@@ -64,9 +68,11 @@ def test_tilt_is_permutation_equivariant():
     np.testing.assert_allclose(a[:, perm], b)
 
 
-def test_population_rows_match_single_candidates():
+@pytest.mark.parametrize("context", ["mean", "mean_max"])
+def test_population_rows_match_single_candidates(context):
     rng = np.random.default_rng(3)
-    cfg, x, base, sending = _features(rng, M=2, N=4)
+    _, x, base, sending = _features(rng, M=2, N=4)
+    cfg = TiltConfig(context=context)
     thetas = rng.normal(0, 0.3, (3, cfg.n_params()))
     X = np.concatenate([x] * 3)
     out = tilt_logits(thetas, X, np.concatenate([base] * 3), np.concatenate([sending] * 3), cfg)
@@ -114,7 +120,7 @@ def test_model_save_load_roundtrip_and_errors(tmp_path):
     assert m.cfg == cfg and m.meta["trained_on"] == ["a"]
     with pytest.raises(FileNotFoundError, match="learned v1 policy"):
         TiltModel.load(tmp_path / "missing")
-    (tmp_path / "m.json").write_text((tmp_path / "m.json").read_text().replace('"format": 1', '"format": 99'))
+    (tmp_path / "m.json").write_text((tmp_path / "m.json").read_text().replace('"format": 2', '"format": 99'))
     with pytest.raises(ValueError, match="format"):
         TiltModel.load(tmp_path / "m")
 
@@ -234,3 +240,21 @@ def test_simulator_plays_a_first_round_as_the_env_does(seed):
     zero = simulate(batch, np.zeros(tc.n_params()), ESConfig(n_devices=4, interval_s=5.0, horizon_s=float(S), tilt=tc))
     assert abs(sim - zero[0, 0]) > 1e-3 * sim  # the tilt matters here, so the match below says something
     assert sim == pytest.approx(env_round, rel=1e-4)
+
+
+def test_config_candidates_share_settings_and_merge_tilt_overrides(tmp_path):
+    from edgesplit.agents.learned_v1_training import load_candidates
+
+    p = tmp_path / "c.yml"
+    p.write_text("EdgeSplitDynamic-v1:\n  population: 8\n  tilt: {hidden: 8, clip: 4.0}\n"
+                 "  candidates:\n    - {name: a}\n    - {name: b, fitness: rank, tilt: {context: mean_max}}\n")
+    (na, a), (nb, b) = load_candidates(p)
+    assert (na, nb) == ("a", "b") and a.population == b.population == 8
+    assert a.fitness == "raw" and b.fitness == "rank"
+    assert a.tilt == TiltConfig(hidden=8, clip=4.0) and b.tilt == TiltConfig(hidden=8, clip=4.0, context="mean_max")
+    p.write_text("candidates:\n  - {name: a}\n  - {name: a, lr: 0.1}\n")
+    with pytest.raises(ValueError, match="distinct"):
+        load_candidates(p)
+    p.write_text("candidates:\n  - {name: x, fitness: best}\n")
+    with pytest.raises(ValueError, match="candidate 'x'.*fitness"):
+        load_candidates(p)
