@@ -22,6 +22,12 @@ name                cuts (at the round's start)                               sh
                                                                               ``(last rate / mean of the last window_s) ** exponent``
 ==================  ========================================================  =========================================
 
+``mpc``, ``mpc-harmonic``, ``robust-mpc`` and ``pf`` take ``prior_s``: the measured mean they
+plan on is shrunk towards the nominal rate as if that had been measured for ``prior_s`` seconds
+(:func:`shrunk_mean_rates`; default 0 = the measured mean, ``inf`` = the nominal rates, as
+``static``). :func:`edgesplit.agents.classical_tuning.tune_pf` tunes ``pf``'s exponent, window
+and prior on training families (the study's ``pf-tuned``).
+
 Measured rates of 0 (outages) are floored at ``RATE_FLOOR`` times the nominal rate wherever a
 planner divides by them. ``pf``'s defaults (``exponent``, ``window_s``) were tuned on the
 built-in synthetic family (see :data:`PF_TUNING`): ``pf``'s figures on that family (what a plain

@@ -291,3 +291,17 @@ def test_text_report_shows_na_for_undefined_ratios() -> None:
     from edgesplit.agents.commands.evaluate import _fmt
 
     assert _fmt(None) == "n/a" and _fmt(math.inf) == "n/a" and _fmt(math.nan) == "n/a" and _fmt(1.5) == "1.5"
+
+
+def test_tune_pf_cli_writes_the_best_parameters(tmp_path, capsys) -> None:
+    from edgesplit.experiments import tune_pf
+
+    out = tmp_path / "pf.json"
+    assert tune_pf.main(["--episodes", "1", "--rounds", "1", "--n-devices", "3", "--exponents", "1,4",
+                         "--windows", "60", "--priors", "0,inf", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["tuned_on"] == ["synthetic"] and doc["pf"]["window_s"] == 60.0
+    assert doc["pf"]["exponent"] in (1.0, 4.0) and doc["pf"]["prior_s"] in (0.0, "inf")
+    assert "best:" in capsys.readouterr().out
+    assert tune_pf.main(["--windows", "60,-1"]) == 2
+    assert "--windows" in capsys.readouterr().err
