@@ -15,9 +15,10 @@ share epoch, device ``i`` gets the share
 over the devices still sending, where the first two factors are the ``pf`` rule (``plan_i`` the
 round plan's share, ``cur_i`` the last measured window, ``avg_i`` the mean of the last
 ``pf_window`` windows) and ``g`` is a small MLP shared by all devices (permutation-equivariant)
-on the features :data:`FEATURE_NAMES` of the device and their mean over the devices still
-sending. ``g = 0`` is exactly the ``pf`` rule of :mod:`edgesplit.agents.classical` (same
-exponent, window, plan), which is where training starts. The cuts (and the plan) of a round are
+on the features :data:`FEATURE_NAMES` of the device and their mean (``context="mean_max"``: and
+their maximum) over the devices still sending. ``g = 0`` is the ``pf`` rule of
+:mod:`edgesplit.agents.classical` with the tilt's exponent ``alpha``, window and planning prior
+(in training: ``pf`` tuned on the training families), which is where training starts. The cuts (and the plan) of a round are
 the ``exact`` plan on the measured mean rates so far, as ``pf`` and the ``mpc`` family plan. Every feature is something a real scheduler knows (``policy_view()``): measured rates
 of elapsed windows, bits left, compute seconds, elapsed time; never a coming rate nor a statistic
 of the trace a device is on.
@@ -69,7 +70,7 @@ class TiltConfig:
     """Fixed (not learned) parts of the policy: the PF backbone and the network's size."""
 
     alpha: float = 1.0
-    """PF exponent of ``cur / avg`` (``pf``'s default, :data:`edgesplit.agents.classical.PF_EXPONENT`)."""
+    """PF exponent of ``cur / avg`` (set from the tuned ``pf`` when trained with ``--backbone tuned``)."""
     pf_window: int = 24
     """Windows in PF's recent average (24 x 5 s = 2 minutes, ``pf``'s ``window_s``)."""
     plan_rates: str = "mean"

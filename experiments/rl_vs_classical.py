@@ -232,12 +232,20 @@ def summarize(df: pd.DataFrame, classical: Sequence[str], reps: int = 2000) -> t
             w = wide[f]
             best = summary[(summary.family == f)].iloc[0]["best_classical"]
             per_f.append(w[[best, "learned", "oracle"]].to_numpy())
+        fam_boot: list[list[float]] = [[] for _ in fams]
         for _ in range(reps):
             gs = []
-            for a in per_f:
+            for j, a in enumerate(per_f):
                 s = a[rng.integers(0, a.shape[0], a.shape[0])].mean(axis=0)
                 gs.append((s[0] - s[1]) / (s[0] - s[2]) if s[0] > s[2] else math.nan)
+                fam_boot[j].append(gs[-1])
             boot.append(np.nanmean(gs))
+        # per family: the learned policy's gap closed with its bootstrap interval (episodes resampled)
+        summary["gap_closed_ci95_low"] = math.nan
+        summary["gap_closed_ci95_high"] = math.nan
+        for f, b in zip(fams, fam_boot):
+            row = (summary.family == f) & (summary.policy == "learned")
+            summary.loc[row, ["gap_closed_ci95_low", "gap_closed_ci95_high"]] = np.nanpercentile(b, [2.5, 97.5])
         point = float(np.nanmean(summary[summary.policy == "learned"]["gap_closed"]))
         lo, hi = np.nanpercentile(boot, [2.5, 97.5])
         agg.append({"policy": "learned: mean gap closed", "iqm_ratio_to_oracle": point, "ci95_low": float(lo),
@@ -284,7 +292,7 @@ def markdown(summary: pd.DataFrame, agg: pd.DataFrame, meta: dict[str, Any]) -> 
              f"N = {meta['n_devices']}, {meta['rounds']} rounds per episode, {meta['episodes']} episodes per family "
              f"(seeds {meta['seed']}..{meta['seed'] + meta['episodes'] - 1}); each fold's policy never saw its family.", "",
              "| family (unseen) | best classical | learned / best classical | learned / oracle | best classical / oracle "
-             "| pf / oracle | alternating / oracle | gap closed | learned wins (episodes) |",
+             "| pf / oracle | alternating / oracle | gap closed (95 % CI) | learned wins (episodes) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for f in dict.fromkeys(summary["family"]):
         s = summary[summary.family == f].set_index("policy")
@@ -295,7 +303,9 @@ def markdown(summary: pd.DataFrame, agg: pd.DataFrame, meta: dict[str, Any]) -> 
         lines.append(f"| {f} | {best} | {L.ratio_to_best_classical:.3f} | {L.ratio_to_oracle:.3f} | "
                      f"{s.loc[best].ratio_to_oracle:.3f} | {s.loc['pf'].ratio_to_oracle if 'pf' in s.index else math.nan:.3f} | "
                      f"{s.loc['alternating'].ratio_to_oracle if 'alternating' in s.index else math.nan:.3f} | "
-                     f"{L.gap_closed:.1%} | {int(L.wins_vs_best_classical)}/{int(L.episodes)} |")
+                     f"{L.gap_closed:.1%} ({getattr(L, 'gap_closed_ci95_low', math.nan):.0%} - "
+                     f"{getattr(L, 'gap_closed_ci95_high', math.nan):.0%}) | "
+                     f"{int(L.wins_vs_best_classical)}/{int(L.episodes)} |")
     lines += ["", "Across families (interquartile mean of per-episode ratios to the oracle, stratified bootstrap 95 % CI):", "",
               "| policy | IQM total / oracle | 95 % CI |", "|---|---:|---|"]
     for r in agg.itertuples():
