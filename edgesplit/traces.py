@@ -397,7 +397,7 @@ def parse_pensieve(text: str, name: str = "trace") -> Trace:
         raise _bad_line(name, lines, 2, "'time_s throughput_mbps'") from None
     t, mbps = rows[:, 0], rows[:, 1]
     if np.abs(rows).max() > 1e12:
-        j = int(np.argmax(np.abs(rows).max(axis=1)))
+        j = int(np.argmax(np.abs(rows).max(axis=1) > 1e12))  # the first line out of range
         raise TraceError(f"{name}: line {lines[j][0]}: value out of range (|x| <= 1e12 allowed) in {lines[j][1]!r}")
     d = np.diff(t)
     if (d <= 0).any():

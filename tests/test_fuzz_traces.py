@@ -68,8 +68,10 @@ def test_huge_mahimahi_timestamp_is_refused_quickly() -> None:
 
 
 def test_rates_near_1e300_are_refused_with_the_file_name() -> None:
-    with pytest.raises(TraceError, match="huge"):
+    with pytest.raises(TraceError, match="huge: line 1:"):  # the first bad line, not the largest value
         parse_trace("0 1e300\n1 2e300\n", "huge", fmt="pensieve")
+    with pytest.raises(TraceError, match="huge: line 2:"):
+        parse_trace("0 1.0\n1 1e13\n2 1e300\n", "huge", fmt="pensieve")
     with pytest.raises(TraceError, match="rates must be"):
         Trace("huge", np.array([0.0, 1.0]), np.array([1e300, 1e300]), 2.0)
 
