@@ -262,9 +262,8 @@ class TiltModel:
         stem.parent.mkdir(parents=True, exist_ok=True)
         npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
         np.savez_compressed(npz, theta=np.asarray(self.theta, dtype=np.float64))
-        config = {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self.cfg).items()}
         doc = {"format": FORMAT, "kind": "edgesplit-v1-tilt", "env_id": "EdgeSplitDynamic-v1",
-               "features": list(FEATURE_NAMES), "config": config, **self.meta}
+               "features": list(FEATURE_NAMES), "config": _config_json(self.cfg), **self.meta}
         js.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return npz, js
 
@@ -281,10 +280,7 @@ class TiltModel:
             raise ValueError(f"policy: {js} is not a v1 tilt policy of format {FORMAT}")
         if list(doc.get("features", [])) != list(FEATURE_NAMES):
             raise ValueError(f"policy: {js} was trained on other features ({doc.get('features')})")
-        config = dict(doc["config"])
-        if config.get("plan_prior_s") == "inf":
-            config["plan_prior_s"] = math.inf
-        cfg = TiltConfig(**config)
+        cfg = _config_from_json(doc["config"])
         theta = np.load(npz)["theta"]
         if theta.shape != (cfg.n_params(),):
             raise ValueError(f"policy: {npz} holds {theta.shape} weights, the config needs {cfg.n_params()}")
@@ -297,15 +293,106 @@ class TiltModel:
         cfg = cfg or TiltConfig()
         return cls(theta=np.zeros(cfg.n_params()), cfg=cfg)
 
+    def logits(self, x: np.ndarray, base: np.ndarray, sending: np.ndarray) -> np.ndarray:
+        """Log-shares ``(M, N)`` for features ``x`` and the backbone ``base`` (:func:`tilt_logits`)."""
+        return tilt_logits(self.theta, x, base, sending, self.cfg)
+
+
+BACKBONE_FIELDS: tuple[str, ...] = ("alpha", "pf_window", "plan_rates", "plan_prior_s")
+"""The :class:`TiltConfig` fields that define the features and the PF backbone (the members of an
+ensemble must agree on them; ``hidden``, ``context`` and ``clip`` may differ)."""
+
+
+@dataclass
+class TiltEnsemble:
+    """Several tilts on one PF backbone; the learned log-tilt is the mean of the members' (each
+    clipped first). Saved as ``stem.npz`` (``theta_0``, ``theta_1``, ...) and ``stem.json`` (kind
+    ``edgesplit-v1-tilt-ensemble``, the members' configs)."""
+
+    members: list[TiltModel]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("members: an ensemble needs at least one tilt")
+        first = self.members[0].cfg
+        for k, m in enumerate(self.members[1:], 1):
+            bad = [f for f in BACKBONE_FIELDS if getattr(m.cfg, f) != getattr(first, f)]
+            if bad:
+                raise ValueError(f"members: tilt {k} differs from tilt 0 in {bad} (the backbone must be shared)")
+
+    @property
+    def cfg(self) -> TiltConfig:
+        """The shared backbone (the first member's config)."""
+        return self.members[0].cfg
+
+    def logits(self, x: np.ndarray, base: np.ndarray, sending: np.ndarray) -> np.ndarray:
+        """``base + mean_k g_k`` over the devices sending, ``-inf`` elsewhere."""
+        return np.mean([m.logits(x, base, sending) for m in self.members], axis=0)
+
+    def save(self, stem: str | Path) -> tuple[Path, Path]:
+        """Write ``stem.npz`` and ``stem.json``."""
+        stem = Path(stem)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+        np.savez_compressed(npz, **{f"theta_{k}": np.asarray(m.theta, dtype=np.float64)
+                                    for k, m in enumerate(self.members)})
+        doc = {"format": FORMAT, "kind": ENSEMBLE_KIND, "env_id": "EdgeSplitDynamic-v1",
+               "features": list(FEATURE_NAMES), "members": [_config_json(m.cfg) for m in self.members],
+               "member_meta": [m.meta for m in self.members], **self.meta}
+        js.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        return npz, js
+
+
+ENSEMBLE_KIND = "edgesplit-v1-tilt-ensemble"
+TILT_KINDS = ("edgesplit-v1-tilt", ENSEMBLE_KIND)
+
+
+def _config_json(cfg: TiltConfig) -> dict[str, Any]:
+    return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(cfg).items()}
+
+
+def _config_from_json(config: dict[str, Any]) -> TiltConfig:
+    config = dict(config)
+    if config.get("plan_prior_s") == "inf":
+        config["plan_prior_s"] = math.inf
+    return TiltConfig(**config)
+
+
+def load_tilt(path: str | Path) -> "TiltModel | TiltEnsemble":
+    """A saved tilt or tilt ensemble (``stem``, ``stem.npz`` or ``stem.json``), by its kind."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".npz", ".json") else p
+    js, npz = stem.with_suffix(".json"), stem.with_suffix(".npz")
+    if not js.is_file() or not npz.is_file():
+        raise FileNotFoundError(f"policy: a learned v1 policy is {stem}.npz with {stem}.json; not found")
+    doc = json.loads(js.read_text())
+    if doc.get("kind") != ENSEMBLE_KIND:
+        return TiltModel.load(stem)
+    if doc.get("format") != FORMAT or list(doc.get("features", [])) != list(FEATURE_NAMES):
+        raise ValueError(f"policy: {js} is not a v1 tilt ensemble of format {FORMAT} on the current features")
+    arrays = np.load(npz)
+    cfgs = [_config_from_json(c) for c in doc["members"]]
+    metas = doc.get("member_meta") or [{} for _ in cfgs]
+    members = []
+    for k, (cfg, meta) in enumerate(zip(cfgs, metas)):
+        theta = arrays[f"theta_{k}"]
+        if theta.shape != (cfg.n_params(),):
+            raise ValueError(f"policy: {npz} member {k} holds {theta.shape} weights, its config needs {cfg.n_params()}")
+        members.append(TiltModel(theta=theta, cfg=cfg, meta=meta))
+    meta = {k: v for k, v in doc.items()
+            if k not in ("format", "kind", "features", "members", "member_meta", "env_id")}
+    return TiltEnsemble(members=members, meta=meta)
+
 
 def is_tilt_file(path: str | Path) -> bool:
-    """Whether ``path`` is a saved v1 tilt (``.npz``, or a ``.json`` of kind ``edgesplit-v1-tilt``)."""
+    """Whether ``path`` is a saved v1 tilt or tilt ensemble (``.npz``, or a ``.json`` of one of :data:`TILT_KINDS`)."""
     p = Path(path)
     if p.suffix == ".npz":
         return True
     if p.suffix == ".json" and p.is_file():
         try:
-            return json.loads(p.read_text()).get("kind") == "edgesplit-v1-tilt"
+            return json.loads(p.read_text()).get("kind") in TILT_KINDS
         except (ValueError, OSError):
             return False
     return False
@@ -382,12 +469,13 @@ class LearnedV1Policy(_policy_base()):
 
     Cut epoch: the ``exact`` plan on the measured mean rates so far (``cfg.plan_rates``) gives the
     cuts and the plan's shares (as ``pf``); every epoch the shares are the PF backbone (at the cut
-    epoch: the plan's shares) tilted by the network. ``path``: a saved tilt (stem, ``.npz`` or ``.json``); ``None`` = the shipped one.
+    epoch: the plan's shares) tilted by the network (or the mean tilt of an ensemble). ``path``: a
+    saved tilt or tilt ensemble (stem, ``.npz`` or ``.json``); ``None`` = the shipped one.
     """
 
     def __init__(self, path: str | Path | None = None, name: str = "learned",
-                 model: TiltModel | None = None) -> None:
-        self.model = model if model is not None else TiltModel.load(path if path is not None else shipped_v1_path())
+                 model: "TiltModel | TiltEnsemble | None" = None) -> None:
+        self.model = model if model is not None else load_tilt(path if path is not None else shipped_v1_path())
         self.name = name
         from edgesplit.schedulers import get_scheduler
         self._exact = get_scheduler("exact")
@@ -407,7 +495,7 @@ class LearnedV1Policy(_policy_base()):
     def act_view(self, view: dict[str, Any]) -> dict[str, np.ndarray]:
         """The native action for the epoch ``view`` (``policy_view()``) describes."""
         x, base, sending = self.features(view)
-        return self.action_from_logits(tilt_logits(self.model.theta, x, base, sending, self.model.cfg))
+        return self.action_from_logits(self.model.logits(x, base, sending))
 
     def features(self, view: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(x (1, N, F), base (1, N), sending (1, N))`` for the coming epoch (plans the round at a

@@ -25,8 +25,11 @@ It does not model migration bits (a few rounds per episode change cuts) nor the 
 round ends; the policy is judged on the env itself, never on this simulator.
 
 Honesty: only the families passed in are used; each is split by trace into a training part and a
-validation part (``val_fraction``); the candidate kept is the one with the best validation score,
-so nothing is selected on a family that is evaluated later.
+validation part (``val_fraction``). Each candidate's checkpoint is chosen on a fixed validation
+batch; the policy kept is chosen, among every candidate's best checkpoint, its tail average (the
+mean weights of the second half of training) and the ensembles of those, on a fresh, larger
+selection batch of the same validation traces (the checkpoint scores are biased by being the best
+of many on their batch). Nothing is selected on a family that is evaluated later.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgesplit.agents.classical import shrunk_mean_rates
-from edgesplit.agents.learned_v1 import (TiltConfig, TiltModel, pf_weights, round_plan, shares_from_logits,
-                                         tilt_features, tilt_logits)
+from edgesplit.agents.learned_v1 import (TiltConfig, TiltEnsemble, TiltModel, pf_weights, round_plan,
+                                         shares_from_logits, tilt_features, tilt_logits)
 
 
 @dataclass
@@ -69,6 +72,12 @@ class ESConfig:
     """Fixed validation rounds (validation traces of the training families)."""
     eval_every: int = 10
     """Validate every this many generations."""
+    select_rounds: int = 480
+    """Rounds of the selection batch (:func:`train_candidates`): fresh rounds on the validation
+    traces of the training families, on which the kept policy is chosen among every candidate's
+    best checkpoint, its tail average and their ensembles."""
+    tail_fraction: float = 0.5
+    """The tail average is the mean of the weights over the last ``tail_fraction`` of the generations."""
     val_fraction: float = 0.25
     """Share of each training family's traces held out for validation."""
     n_devices: int = 10
@@ -239,15 +248,33 @@ def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: 
 
 
 def simulate(batch: RoundBatch, thetas: np.ndarray, cfg: ESConfig) -> np.ndarray:
-    """Round times ``(C, M)`` of ``C`` parameter vectors ``thetas (C, P)`` on the ``M`` rounds of
-    ``batch`` (every candidate on the same rounds)."""
-    tc = cfg.tilt
+    """Round times ``(C, M)`` of ``C`` parameter vectors ``thetas (C, P)`` (of ``cfg.tilt``) on the
+    ``M`` rounds of ``batch`` (every candidate on the same rounds)."""
     thetas = np.atleast_2d(thetas)
-    C = thetas.shape[0]
+    theta_rows = np.repeat(thetas, batch.R.shape[0], axis=0)
+    return _simulate(batch, thetas.shape[0], lambda x, base, sending: tilt_logits(theta_rows, x, base, sending,
+                                                                                  cfg.tilt), cfg)
+
+
+def simulate_models(batch: RoundBatch, models: Sequence[Any], cfg: ESConfig) -> np.ndarray:
+    """Round times ``(C, M)`` of ``C`` saved tilts or tilt ensembles (anything with ``logits``, on
+    the backbone of ``cfg.tilt``) on the ``M`` rounds of ``batch``."""
+    M = batch.R.shape[0]
+
+    def logits(x: np.ndarray, base: np.ndarray, sending: np.ndarray) -> np.ndarray:
+        return np.concatenate([m.logits(x[c * M:(c + 1) * M], base[c * M:(c + 1) * M], sending[c * M:(c + 1) * M])
+                               for c, m in enumerate(models)])
+
+    return _simulate(batch, len(models), logits, cfg)
+
+
+def _simulate(batch: RoundBatch, C: int, logits_fn: Any, cfg: ESConfig) -> np.ndarray:
+    """The simulator: ``C`` policies (``logits_fn(x, base, sending)`` gives the log-shares of all
+    ``C * M`` rows, policy ``c`` on rows ``c * M .. (c + 1) * M - 1``), round times ``(C, M)``."""
+    tc = cfg.tilt
     M, N, S = batch.R.shape
     rows = C * M
     ridx = np.tile(np.arange(M), C)
-    theta_rows = np.repeat(thetas, M, axis=0)
     R = batch.R
     B = batch.B[ridx]
     A = batch.A[ridx]
@@ -270,7 +297,7 @@ def simulate(batch: RoundBatch, thetas: np.ndarray, cfg: ESConfig) -> np.ndarray
                              nominal)
         x, base = tilt_features(past, mean_rate, nominal, left, B, sending, A, np.full(rows, float(t)),
                                 plan_shares, plan_time, tc, avg_weights=pf_weights(past_dur, window_s))
-        beta = shares_from_logits(tilt_logits(theta_rows, x, base, sending, tc))
+        beta = shares_from_logits(logits_fn(x, base, sending))
         for s in range(t, t + dt):
             r = R[ridx, :, s].astype(np.float64)
             frac = np.ones(rows)  # part of this second still to play, per row
@@ -394,6 +421,8 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
         out_dir.mkdir(parents=True, exist_ok=True)
         fh = open(out_dir / "progress.csv", "w", newline="")
     steps = 0
+    tail_from = int(math.floor(cfg.generations * (1.0 - cfg.tail_fraction)))
+    tail_sum, tail_n = np.zeros(P), 0
 
     def validate(th: np.ndarray) -> float:
         T = simulate(val_batch, np.stack([np.zeros(P), th]), cfg)
@@ -421,6 +450,9 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
             m = 0.9 * m + 0.1 * grad
             v = 0.999 * v + 0.001 * grad ** 2
             theta = theta - cfg.lr * (m / (1 - 0.9 ** (g + 1))) / (np.sqrt(v / (1 - 0.999 ** (g + 1))) + 1e-8)
+            if g + 1 > tail_from:
+                tail_sum += theta
+                tail_n += 1
             row: dict[str, Any] = {"generation": g + 1, "wall_s": round(time.time() - t0, 1),
                                    "train_log_ratio_vs_pf": round(cur, 5), "val_log_ratio_vs_pf": "",
                                    "sim_interval_steps_per_s": round(steps / max(time.time() - t0, 1e-9))}
@@ -458,6 +490,11 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
     model = TiltModel(theta=best[1], cfg=tc, meta=meta)
     if out_dir is not None:
         model.save(out_dir / "model")
+        tail = tail_sum / tail_n if tail_n else theta
+        avg_meta = {**meta, "weights": f"mean over generations {len(rows) - tail_n + 1}..{len(rows)}"
+                    if tail_n else "last generation", "validation_log_ratio_vs_pf": validate(tail),
+                    "best_generation": None}
+        TiltModel(theta=tail, cfg=tc, meta=avg_meta).save(out_dir / "model-avg")
     return model, rows
 
 
@@ -502,21 +539,60 @@ def load_candidates(path: str | Path | None) -> list[tuple[str, ESConfig]]:
     return out
 
 
+def selection_options(trained: Sequence[tuple[str, TiltModel, TiltModel | None]]) -> dict[str, Any]:
+    """The policies :func:`train_candidates` chooses among: each candidate's best checkpoint
+    (``name``) and tail average (``name:avg``), and with several candidates the ensemble of the
+    best checkpoints (``ensemble``) and of the tail averages (``ensemble:avg``)."""
+    opts: dict[str, Any] = {}
+    for name, best, avg in trained:
+        opts[name] = best
+        if avg is not None:
+            opts[f"{name}:avg"] = avg
+    if len(trained) > 1:
+        opts["ensemble"] = TiltEnsemble([b for _, b, _ in trained])
+        if all(a is not None for _, _, a in trained):
+            opts["ensemble:avg"] = TiltEnsemble([a for _, _, a in trained])
+    return opts
+
+
+def selection_scores(families: Sequence[Any], options: dict[str, Any], cfg: ESConfig) -> dict[str, float]:
+    """Mean log round time vs the PF backbone of every option on a fresh selection batch:
+    ``cfg.select_rounds`` rounds (seed ``cfg.seed + 20000``) on the validation traces of
+    ``families`` (the split of :func:`train_es`), never a family judged later. ``cfg``: the
+    backbone every option shares."""
+    import gymnasium as gym
+
+    from edgesplit import envs  # noqa: F401  (registers the ids)
+
+    val_f = [split_family(f, cfg.val_fraction, seed=cfg.seed)[1] for f in families]
+    env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=cfg.n_devices, traces=list(families)).unwrapped
+    batch = sample_rounds(np.random.default_rng(cfg.seed + 20_000), val_f, cfg.select_rounds, cfg, env,
+                          max(cfg.tilt.pf_window, 6))
+    names = list(options)
+    T = np.log(simulate_models(batch, [TiltModel.zero(cfg.tilt)] + [options[n] for n in names], cfg))
+    return {n: float(np.mean(T[k + 1] - T[0])) for k, n in enumerate(names)}
+
+
 def train_candidates(families: Sequence[Any], candidates: Sequence[tuple[str, ESConfig]], out: str | Path,
-                     log: Any = sys.stderr, backbone: bool = True) -> TiltModel:
-    """Train every candidate configuration on ``families`` (into ``out/<name>``) and keep the one
-    with the best validation score (validation traces of the *training* families, never a family
-    judged later) as ``out/model``; a candidate already trained there is reused. With
-    ``backbone``, each trains on ``pf`` tuned on ``families`` (:func:`tuned_backbone`, tuned once,
-    ``out/pf.json``). Returns the kept model (its metadata names the candidate and every score)."""
+                     log: Any = sys.stderr, backbone: bool = True) -> "TiltModel | TiltEnsemble":
+    """Train every candidate configuration on ``families`` (into ``out/<name>``: its best
+    checkpoint ``model`` and its tail average ``model-avg``), then keep as ``out/model`` the
+    option of :func:`selection_options` with the best score on a fresh selection batch
+    (:func:`selection_scores`: validation traces of the *training* families, never a family judged
+    later); a candidate already trained there is reused. With ``backbone``, each trains on ``pf``
+    tuned on ``families`` (:func:`tuned_backbone`, tuned once, ``out/pf.json``). Returns the kept
+    policy (its metadata names the option and every score)."""
     out = Path(out)
-    scores: dict[str, float] = {}
-    best: tuple[float, str, TiltModel] | None = None
+    val_scores: dict[str, float] = {}
+    trained: list[tuple[str, TiltModel, TiltModel | None]] = []
+    extra: dict[str, Any] = {}
+    cfg0: ESConfig | None = None
     for name, cfg in candidates:
-        extra: dict[str, Any] = {"candidate": name}
+        extra = {"candidate": name}
         if backbone:
             cfg, params = tuned_backbone(families, cfg, out)
             extra["backbone_pf"] = params.to_json()
+        cfg0 = cfg0 or cfg
         sub = out / name
         if (sub / "model.json").is_file():
             model = TiltModel.load(sub / "model")
@@ -524,14 +600,29 @@ def train_candidates(families: Sequence[Any], candidates: Sequence[tuple[str, ES
         else:
             print(f"candidate {name}: training on {[f.name for f in families]}", file=log, flush=True)
             model, _ = train_es(families, cfg, sub, log=log, extra_meta=extra)
-        scores[name] = float(model.meta["validation_log_ratio_vs_pf"])
-        if best is None or scores[name] < best[0]:
-            best = (scores[name], name, model)
-    assert best is not None
-    model = TiltModel(theta=best[2].theta, cfg=best[2].cfg,
-                      meta={**best[2].meta, "selected_from": scores})
+        avg = TiltModel.load(sub / "model-avg") if (sub / "model-avg.json").is_file() else None
+        val_scores[name] = float(model.meta["validation_log_ratio_vs_pf"])
+        trained.append((name, model, avg))
+    assert cfg0 is not None
+    options = selection_options(trained)
+    t0 = time.time()
+    scores = selection_scores(families, options, cfg0)
+    kept = min(scores, key=lambda n: scores[n])
+    choice = options[kept]
+    meta = {"trained_on": [f.name for f in families], "selected": kept, "selection_log_ratio_vs_pf": scores,
+            "selection_rounds": cfg0.select_rounds, "validation_log_ratio_vs_pf": scores[kept],
+            "checkpoint_validation": val_scores, "n_devices": cfg0.n_devices,
+            "wall_s": round(sum(float(m.meta.get("wall_s", 0.0)) for _, m, _ in trained) + time.time() - t0, 1),
+            "generations": sum(int(m.meta.get("generations", 0)) for _, m, _ in trained)}
+    if "backbone_pf" in extra:
+        meta["backbone_pf"] = extra["backbone_pf"]
+    if isinstance(choice, TiltEnsemble):
+        model = TiltEnsemble(choice.members, meta={**meta, "candidate": kept})
+    else:
+        model = TiltModel(theta=choice.theta, cfg=choice.cfg, meta={**choice.meta, **meta,
+                                                                    "candidate": kept.split(":")[0]})
     model.save(out / "model")
-    print(f"kept candidate {best[1]} (validation log time ratio vs pf: "
+    print(f"kept {kept} (selection batch of {cfg0.select_rounds} rounds, log time ratio vs pf: "
           f"{', '.join(f'{k} {v:+.4f}' for k, v in scores.items())})", file=log, flush=True)
     return model
 
@@ -578,7 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         model = train_candidates(fams, cands, args.out, backbone=args.backbone == "tuned")
     print(json.dumps({"out": str(args.out), "trained_on": model.meta["trained_on"],
-                      "candidate": model.meta.get("candidate"),
+                      "candidate": model.meta.get("candidate"), "selected": model.meta.get("selected"),
                       "validation_log_ratio_vs_pf": model.meta["validation_log_ratio_vs_pf"],
                       "wall_s": model.meta["wall_s"], "generations": model.meta["generations"]}))
     return 0

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from edgesplit import envs  # noqa: F401
-from edgesplit.agents.learned_v1 import (FEATURE_NAMES, MIN_SHARE, LearnedV1Policy, TiltConfig, TiltModel,
-                                         equal_finish_shares, shares_from_logits, tilt_features, tilt_logits)
-from edgesplit.agents.learned_v1_training import ESConfig, RoundBatch, simulate, train_es
+from edgesplit.agents.learned_v1 import (FEATURE_NAMES, MIN_SHARE, LearnedV1Policy, TiltConfig, TiltEnsemble,
+                                         TiltModel, equal_finish_shares, load_tilt, shares_from_logits,
+                                         tilt_features, tilt_logits)
+from edgesplit.agents.learned_v1_training import (ESConfig, RoundBatch, simulate, simulate_models, train_candidates,
+                                                  train_es)
 from edgesplit.traces import TraceFamily, synthetic_traces
 
 
@@ -125,11 +127,56 @@ def test_model_save_load_roundtrip_and_errors(tmp_path):
         TiltModel.load(tmp_path / "m")
 
 
+def test_ensemble_tilt_is_the_mean_of_its_members_and_round_trips(tmp_path):
+    rng = np.random.default_rng(3)
+    cfg, x, base, sending = _features(rng)
+    a = TiltModel(theta=rng.normal(0, 0.5, cfg.n_params()), cfg=cfg, meta={"candidate": "a"})
+    cfg_b = TiltConfig(context="mean_max", hidden=8)
+    b = TiltModel(theta=rng.normal(0, 0.5, cfg_b.n_params()), cfg=cfg_b)
+    ens = TiltEnsemble([a, b], meta={"selected": "ensemble"})
+    got = ens.logits(x, base, sending)
+    # independently: base + (g_a + g_b) / 2 on the devices sending, each g from its own network
+    ga = tilt_logits(a.theta, x, base, sending, a.cfg) - base
+    gb = tilt_logits(b.theta, x, base, sending, b.cfg) - base
+    np.testing.assert_allclose(got[sending], (base + 0.5 * (ga + gb))[sending], rtol=1e-12)
+    assert np.isneginf(got[~sending]).all()
+    ens.save(tmp_path / "e")
+    back = load_tilt(tmp_path / "e.json")
+    assert isinstance(back, TiltEnsemble) and back.meta["selected"] == "ensemble"
+    assert [m.cfg for m in back.members] == [cfg, cfg_b] and back.members[0].meta["candidate"] == "a"
+    np.testing.assert_array_equal(back.logits(x, base, sending), got)
+    assert isinstance(load_tilt(a.save(tmp_path / "single")[0]), TiltModel)
+    with pytest.raises(ValueError, match="differs from tilt 0 in \\['alpha'\\]"):
+        TiltEnsemble([a, TiltModel.zero(TiltConfig(alpha=3.0))])
+
+
+def test_simulate_models_matches_the_population_simulator():
+    cfg = ESConfig(n_devices=3, interval_s=5.0, horizon_s=600.0)
+    cfg.tilt.hidden = 4
+    rng = np.random.default_rng(4)
+    M, N, S = 3, 3, 600
+    nominal = rng.uniform(5e6, 20e6, (M, N))
+    B = rng.uniform(5e8, 1e9, (M, N))
+    A = rng.uniform(5, 30, (M, N))
+    plan, T = equal_finish_shares(B, A, nominal, np.ones((M, N), bool))
+    batch = RoundBatch(R=(nominal[:, :, None] * rng.lognormal(0, 0.6, (M, N, S))).astype(np.float32),
+                       past=np.broadcast_to(nominal[:, None, :], (M, 24, N)).copy(), past_dur=np.zeros((M, 24)),
+                       mean_rate=nominal, nominal=nominal, B=B, A=A, plan_shares=plan, plan_time=T)
+    thetas = rng.normal(0, 0.5, (2, cfg.tilt.n_params()))
+    pop = simulate(batch, thetas, cfg)
+    models = [TiltModel(theta=t, cfg=cfg.tilt) for t in thetas]
+    np.testing.assert_allclose(simulate_models(batch, models, cfg), pop, rtol=1e-12)
+    # an ensemble of two copies of one tilt plays that tilt
+    np.testing.assert_allclose(simulate_models(batch, [TiltEnsemble([models[1], models[1]])], cfg)[0], pop[1],
+                               rtol=1e-9)
+
+
 def _family() -> TraceFamily:
     return TraceFamily("synthetic-t", tuple(synthetic_traces(n_traces=3, duration_s=600.0, seed=5)))
 
 
-def test_policy_plays_v1_deterministically_without_the_future():
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_policy_plays_v1_deterministically_without_the_future(ensemble):
     fam = _family()
     env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=4, traces=[fam], rounds=2)
 
@@ -138,7 +185,11 @@ def test_policy_plays_v1_deterministically_without_the_future():
 
     env.unwrapped.reference_only_future_bits = forbidden
     cfg = TiltConfig(hidden=4)
-    pol = LearnedV1Policy(model=TiltModel(theta=np.random.default_rng(0).normal(0, 0.3, cfg.n_params()), cfg=cfg))
+    rng = np.random.default_rng(0)
+    model = TiltModel(theta=rng.normal(0, 0.3, cfg.n_params()), cfg=cfg)
+    if ensemble:
+        model = TiltEnsemble([model, TiltModel(theta=rng.normal(0, 0.3, cfg.n_params()), cfg=cfg)])
+    pol = LearnedV1Policy(model=model)
     totals = []
     for _ in range(2):
         obs, info = env.reset(seed=3)
@@ -171,6 +222,29 @@ def test_es_training_runs_and_keeps_validation_best(tmp_path):
     assert model.meta["trained_on"] == ["synthetic-t", "synthetic-u"]
     assert model.meta["validation_log_ratio_vs_pf"] <= 0.0
     assert TiltModel.load(tmp_path / "model").theta.shape == (cfg.tilt.n_params(),)
+
+
+def test_candidates_keep_the_best_option_on_a_fresh_selection_batch(tmp_path):
+    from edgesplit.agents.learned_v1_training import selection_scores
+
+    cfg = ESConfig(population=2, batch_rounds=2, generations=4, val_rounds=2, eval_every=1, n_devices=3,
+                   horizon_s=900.0, minutes=1.0, select_rounds=6)
+    cfg.tilt.hidden = 4
+    fams = [_family(), TraceFamily("synthetic-u", tuple(synthetic_traces(3, 600.0, seed=6)))]
+    import dataclasses
+
+    cands = [("a", cfg), ("b", dataclasses.replace(cfg, fitness="rank", seed=1))]
+    kept = train_candidates(fams, cands, tmp_path, backbone=False)
+    scores = kept.meta["selection_log_ratio_vs_pf"]
+    assert set(scores) == {"a", "a:avg", "b", "b:avg", "ensemble", "ensemble:avg"}
+    assert kept.meta["selected"] == min(scores, key=scores.get)
+    assert kept.meta["validation_log_ratio_vs_pf"] == scores[kept.meta["selected"]]
+    for name in ("a", "b"):  # the tail average of the second half of training is saved next to the checkpoint
+        avg = TiltModel.load(tmp_path / name / "model-avg")
+        assert avg.meta["weights"] == "mean over generations 3..4"
+    # the saved policy is the option chosen: it scores the same on the same selection batch
+    again = selection_scores(fams, {"saved": load_tilt(tmp_path / "model")}, cfg)
+    assert again["saved"] == pytest.approx(scores[kept.meta["selected"]], abs=1e-12)
 
 
 def test_ppo_tilt_env_passes_check_env_and_zero_action_is_the_backbone():

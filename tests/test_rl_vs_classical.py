@@ -33,10 +33,11 @@ def test_quick_study_end_to_end(tmp_path, capsys):
         assert tuned["tuned_on"] == meta["trained_on"]
         assert meta["backbone_pf"] == tuned["pf"]
         assert meta["config"]["alpha"] == tuned["pf"]["exponent"]
-        # every candidate was trained, and the one kept has the best validation score (training families)
-        scores = meta["selected_from"]
-        assert set(scores) == {"raw", "rank"} and meta["candidate"] == min(scores, key=scores.get)
-        for name in scores:
+        # every candidate was trained, and the option kept has the best selection score (training families)
+        scores = meta["selection_log_ratio_vs_pf"]
+        assert set(scores) == {"raw", "raw:avg", "rank", "rank:avg", "ensemble", "ensemble:avg"}
+        assert meta["selected"] == min(scores, key=scores.get)
+        for name in ("raw", "rank"):
             assert (out / "models" / fam / name / "progress.csv").is_file()
     assert "gap closed" in (out / "results.md").read_text()
 
