@@ -41,3 +41,16 @@ def random_scenario(rng: np.random.Generator, n_devices: int, n_layers: int,
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures(...)``):
+    these are correctness checks on tiny models, which gain nothing from more threads, and on a
+    busy 2-core machine OpenMP spinning makes them several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

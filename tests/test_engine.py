@@ -23,17 +23,10 @@ from edgesplit.engine import (
 from edgesplit.errors import EdgeSplitError
 from edgesplit.zoo import SplitModel, build_model
 
-COUNTS = [24, 40, 16, 32]
+COUNTS = [24, 40, 16, 32]  # unequal, so that the sample-count weighting matters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: these tiny models gain nothing from more, and on a busy 2-core
-    machine OpenMP spinning makes them several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)  # unequal, so that the sample-count weighting matters
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

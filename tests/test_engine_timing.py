@@ -13,12 +13,7 @@ from edgesplit.training import RoundMeasurement
 from edgesplit.zoo import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _trainer(seed: int = 0) -> SplitTrainer:

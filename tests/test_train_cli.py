@@ -28,12 +28,7 @@ TINY = ["--model", "small_cnn", "--dataset", "synthetic_mnist", "--devices", "2"
         "--batch-size", "16", "--test-samples", "100", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _rounds(path: Path) -> pd.DataFrame:

@@ -14,13 +14,7 @@ EXPECTED_UNITS = {"vgg11": 16, "vgg16": 21, "vgg19": 24, "resnet18": 10, "mobile
 CONV_MODELS = ["vgg11", "vgg16", "vgg19", "resnet18", "mobilenet_v2", "small_cnn"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These are correctness checks: one intra-op thread avoids oversubscription on a busy 2-core CI."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _input(dataset: str, batch: int = 2, seed: int = 0) -> torch.Tensor:
