@@ -248,6 +248,17 @@ def shares_from_logits(logits: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- saved policy
 
 
+def _saved_files(path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
+    """``(stem.json, stem.npz, the JSON document)`` of a saved tilt given as ``stem``,
+    ``stem.npz`` or ``stem.json``; ``FileNotFoundError`` when either file is missing."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".npz", ".json") else p
+    js, npz = stem.with_suffix(".json"), stem.with_suffix(".npz")
+    if not js.is_file() or not npz.is_file():
+        raise FileNotFoundError(f"policy: a learned v1 policy is {stem}.npz with {stem}.json; not found")
+    return js, npz, json.loads(js.read_text())
+
+
 @dataclass
 class TiltModel:
     """A trained tilt: parameters, config and metadata (what it was trained on, how)."""
@@ -270,12 +281,7 @@ class TiltModel:
     @classmethod
     def load(cls, path: str | Path) -> "TiltModel":
         """Load from ``stem``, ``stem.npz`` or ``stem.json``; checks the format and the feature list."""
-        p = Path(path)
-        stem = p.with_suffix("") if p.suffix in (".npz", ".json") else p
-        js, npz = stem.with_suffix(".json"), stem.with_suffix(".npz")
-        if not js.is_file() or not npz.is_file():
-            raise FileNotFoundError(f"policy: a learned v1 policy is {stem}.npz with {stem}.json; not found")
-        doc = json.loads(js.read_text())
+        js, npz, doc = _saved_files(path)
         if doc.get("format") != FORMAT or doc.get("kind") != "edgesplit-v1-tilt":
             raise ValueError(f"policy: {js} is not a v1 tilt policy of format {FORMAT}")
         if list(doc.get("features", [])) != list(FEATURE_NAMES):
@@ -361,14 +367,9 @@ def _config_from_json(config: dict[str, Any]) -> TiltConfig:
 
 def load_tilt(path: str | Path) -> "TiltModel | TiltEnsemble":
     """A saved tilt or tilt ensemble (``stem``, ``stem.npz`` or ``stem.json``), by its kind."""
-    p = Path(path)
-    stem = p.with_suffix("") if p.suffix in (".npz", ".json") else p
-    js, npz = stem.with_suffix(".json"), stem.with_suffix(".npz")
-    if not js.is_file() or not npz.is_file():
-        raise FileNotFoundError(f"policy: a learned v1 policy is {stem}.npz with {stem}.json; not found")
-    doc = json.loads(js.read_text())
+    js, npz, doc = _saved_files(path)
     if doc.get("kind") != ENSEMBLE_KIND:
-        return TiltModel.load(stem)
+        return TiltModel.load(js)
     if doc.get("format") != FORMAT or list(doc.get("features", [])) != list(FEATURE_NAMES):
         raise ValueError(f"policy: {js} is not a v1 tilt ensemble of format {FORMAT} on the current features")
     arrays = np.load(npz)
