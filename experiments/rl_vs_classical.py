@@ -25,7 +25,8 @@ Protocol (nothing is tuned on the family a fold is judged on):
    the per-episode ratios to the oracle with stratified bootstrap 95 % confidence intervals
    (episodes resampled within each family), and the mean gap closed with its bootstrap interval.
 
-Writes ``episodes.csv`` (as it goes), ``summary.csv``, ``aggregate.csv``, ``results.md`` and
+Writes ``episodes.csv`` (as it goes), ``summary.csv``, ``aggregate.csv``, ``selection.csv`` (the
+policy kept per fold and every option's selection score), ``results.md`` and
 ``rl_vs_classical.png`` to ``--out``; fold models to ``--models`` (default ``OUT/models``).
 ``--quick`` runs the whole pipeline on two small synthetic families in a few seconds (for tests).
 """
@@ -289,7 +290,26 @@ def plot(summary: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(summary: pd.DataFrame, agg: pd.DataFrame, meta: dict[str, Any]) -> str:
+def fold_selection(models: Path, folds: Sequence[str]) -> pd.DataFrame:
+    """Per fold, what was kept and why: the option selected and every option's score on the
+    selection batch (training families only), from ``models/<fold>/model.json``."""
+    import json
+
+    rows = []
+    for fold in folds:
+        path = models / fold / "model.json"
+        if not path.is_file():
+            continue
+        meta = json.loads(path.read_text())
+        scores = meta.get("selection_log_ratio_vs_pf") or meta.get("selected_from") or {}
+        rows.append({"family": fold, "kept": meta.get("selected", meta.get("candidate")),
+                     "selection_rounds": meta.get("selection_rounds"),
+                     **{f"score[{k}]": round(float(v), 5) for k, v in scores.items()}})
+    return pd.DataFrame(rows)
+
+
+def markdown(summary: pd.DataFrame, agg: pd.DataFrame, meta: dict[str, Any],
+             selection: pd.DataFrame | None = None) -> str:
     """``results.md``: the leave-one-family-out table and the aggregate."""
     lines = [f"# Learned v1 scheduler vs classical, leave-one-family-out", "",
              f"N = {meta['n_devices']}, {meta['rounds']} rounds per episode, {meta['episodes']} episodes per family "
@@ -318,6 +338,14 @@ def markdown(summary: pd.DataFrame, agg: pd.DataFrame, meta: dict[str, Any]) -> 
     for r in summary.itertuples():
         lines.append(f"| {r.family} | {r.policy} | {r.mean_total_time_s / 3600:.3f} | {r.ratio_to_alternating:.3f} | "
                      f"{r.ratio_to_best_classical:.3f} | {r.ratio_to_oracle:.3f} | {r.gap_closed:.1%} |")
+    if selection is not None and len(selection):
+        cols = [c for c in selection.columns if c.startswith("score[")]
+        lines += ["", "Policy kept per fold, and the mean log round time vs the fold's pf-tuned of every option on "
+                  "the selection batch (validation traces of the training families; lower is better):", "",
+                  "| family (unseen) | kept | " + " | ".join(c[6:-1] for c in cols) + " |",
+                  "|---|---|" + "---:|" * len(cols)]
+        for r in selection.to_dict("records"):
+            lines.append(f"| {r['family']} | {r['kept']} | " + " | ".join(f"{r[c]:+.4f}" for c in cols) + " |")
     if meta.get("note"):
         lines += ["", meta["note"]]
     return "\n".join(lines) + "\n"
@@ -389,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     agg.to_csv(out / "aggregate.csv", index=False)
     meta = {"n_devices": n_dev, "rounds": rounds, "episodes": episodes, "seed": args.seed,
             "note": "Quick mode: synthetic families, tiny training; the numbers mean nothing." if args.quick else ""}
-    (out / "results.md").write_text(markdown(summary, agg, meta))
+    selection = fold_selection(models, folds)
+    selection.to_csv(out / "selection.csv", index=False)
+    (out / "results.md").write_text(markdown(summary, agg, meta, selection))
     plot(summary, out / "rl_vs_classical.png")
     print((out / "results.md").read_text())
     print(f"wrote {out} in {time.time() - t0:.0f} s", file=sys.stderr)

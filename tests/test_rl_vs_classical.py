@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from edgesplit.experiments import rl_vs_classical
 
@@ -10,7 +11,7 @@ from edgesplit.experiments import rl_vs_classical
 def test_quick_study_end_to_end(tmp_path, capsys):
     out = tmp_path / "study"
     assert rl_vs_classical.main(["--quick", "--out", str(out)]) == 0
-    for name in ("episodes.csv", "summary.csv", "aggregate.csv", "results.md", "rl_vs_classical.png"):
+    for name in ("episodes.csv", "summary.csv", "aggregate.csv", "selection.csv", "results.md", "rl_vs_classical.png"):
         assert (out / name).is_file(), name
     eps = pd.read_csv(out / "episodes.csv")
     fams = set(eps.family)
@@ -40,6 +41,12 @@ def test_quick_study_end_to_end(tmp_path, capsys):
         for name in ("raw", "rank"):
             assert (out / "models" / fam / name / "progress.csv").is_file()
     assert "gap closed" in (out / "results.md").read_text()
+    sel = pd.read_csv(out / "selection.csv").set_index("family")
+    for fam in fams:
+        meta = json.loads((out / "models" / fam / "model.json").read_text())
+        assert sel.loc[fam, "kept"] == meta["selected"]
+        assert sel.loc[fam, f"score[{meta['selected']}]"] == pytest.approx(meta["validation_log_ratio_vs_pf"], abs=1e-5)
+    assert "Policy kept per fold" in (out / "results.md").read_text()
 
 
 def test_bad_fold_is_one_clear_error(tmp_path, capsys):
