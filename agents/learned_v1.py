@@ -259,6 +259,16 @@ def _saved_files(path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
     return js, npz, json.loads(js.read_text())
 
 
+def _write_saved(stem: str | Path, arrays: dict[str, np.ndarray], doc: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``stem.npz`` (``arrays``) and ``stem.json`` (``doc``); returns both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
+    np.savez_compressed(npz, **{k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()})
+    js.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return npz, js
+
+
 @dataclass
 class TiltModel:
     """A trained tilt: parameters, config and metadata (what it was trained on, how)."""
@@ -269,14 +279,9 @@ class TiltModel:
 
     def save(self, stem: str | Path) -> tuple[Path, Path]:
         """Write ``stem.npz`` (the weights) and ``stem.json`` (config + metadata)."""
-        stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
-        np.savez_compressed(npz, theta=np.asarray(self.theta, dtype=np.float64))
-        doc = {"format": FORMAT, "kind": "edgesplit-v1-tilt", "env_id": "EdgeSplitDynamic-v1",
-               "features": list(FEATURE_NAMES), "config": _config_json(self.cfg), **self.meta}
-        js.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        return npz, js
+        return _write_saved(stem, {"theta": self.theta},
+                            {"format": FORMAT, "kind": "edgesplit-v1-tilt", "env_id": "EdgeSplitDynamic-v1",
+                             "features": list(FEATURE_NAMES), "config": _config_json(self.cfg), **self.meta})
 
     @classmethod
     def load(cls, path: str | Path) -> "TiltModel":
@@ -338,16 +343,10 @@ class TiltEnsemble:
 
     def save(self, stem: str | Path) -> tuple[Path, Path]:
         """Write ``stem.npz`` and ``stem.json``."""
-        stem = Path(stem)
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        npz, js = stem.with_suffix(".npz"), stem.with_suffix(".json")
-        np.savez_compressed(npz, **{f"theta_{k}": np.asarray(m.theta, dtype=np.float64)
-                                    for k, m in enumerate(self.members)})
-        doc = {"format": FORMAT, "kind": ENSEMBLE_KIND, "env_id": "EdgeSplitDynamic-v1",
-               "features": list(FEATURE_NAMES), "members": [_config_json(m.cfg) for m in self.members],
-               "member_meta": [m.meta for m in self.members], **self.meta}
-        js.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        return npz, js
+        return _write_saved(stem, {f"theta_{k}": m.theta for k, m in enumerate(self.members)},
+                            {"format": FORMAT, "kind": ENSEMBLE_KIND, "env_id": "EdgeSplitDynamic-v1",
+                             "features": list(FEATURE_NAMES), "members": [_config_json(m.cfg) for m in self.members],
+                             "member_meta": [m.meta for m in self.members], **self.meta})
 
 
 ENSEMBLE_KIND = "edgesplit-v1-tilt-ensemble"

@@ -106,9 +106,8 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, can
     from it (another leg of its candidate's budget, seed + 1; the first leg's model is kept as
     ``model-leg1``). ``tune``: keyword arguments of the tuning (episodes, grid, ...)."""
     import dataclasses
-    import json
 
-    from edgesplit.agents.learned_v1 import TiltModel
+    from edgesplit.agents.learned_v1 import TiltEnsemble, TiltModel, load_tilt
     from edgesplit.agents.learned_v1_training import train_candidates, train_es, tuned_backbone
 
     by_name = dict(candidates)
@@ -119,9 +118,9 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, can
             if not more:
                 print(f"fold {fold}: model exists, kept ({out})", file=log)
                 continue
-            if json.loads((out / "model.json").read_text()).get("kind") != "edgesplit-v1-tilt":
+            first = load_tilt(out / "model")
+            if isinstance(first, TiltEnsemble):
                 raise ValueError(f"fold {fold}: --more continues one tilt, but {out / 'model'} is an ensemble")
-            first = TiltModel.load(out / "model")
             first.save(out / "model-leg1")
             cfg = by_name.get(first.meta.get("candidate"), candidates[0][1])
             print(f"fold {fold}: training further on {[f.name for f in train]}", file=log, flush=True)
