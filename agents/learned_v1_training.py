@@ -93,9 +93,20 @@ class ESConfig:
     init_std: float = 0.5
     """Std of the random first-layer weights (the output layer starts at 0: the PF rule)."""
     seed: int = 0
+    """Seed of the ES noise, the first-layer weights and the training batches."""
+    split_seed: int | None = None
+    """Seed of the split of each family's traces into training and validation traces
+    (:func:`split_family`); ``None``: ``seed``. Candidates trained with different ES seeds share
+    one split, so the selection batch is on traces none of them trained on."""
     tilt: TiltConfig = field(default_factory=TiltConfig)
 
+    def split(self) -> int:
+        """The seed of the train/validation split (``split_seed``, or ``seed`` when unset)."""
+        return int(self.seed if self.split_seed is None else self.split_seed)
+
     def __post_init__(self) -> None:
+        if self.split_seed is not None and not isinstance(self.split_seed, int):
+            raise ValueError(f"split_seed: must be an integer or None, got {self.split_seed!r}")
         if self.fitness not in ("raw", "rank"):
             raise ValueError(f"fitness: must be 'raw' or 'rank', got {self.fitness!r}")
         if int(self.history_rounds) < 1:
@@ -397,7 +408,7 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
     tc = cfg.tilt
     k_windows = max(tc.pf_window, 6)
     rng = np.random.default_rng(cfg.seed)
-    parts = [split_family(f, cfg.val_fraction, seed=cfg.seed) for f in families]
+    parts = [split_family(f, cfg.val_fraction, seed=cfg.split()) for f in families]
     train_f = [p[0] for p in parts]
     val_f = [p[1] for p in parts]
     env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=cfg.n_devices, traces=list(families)).unwrapped
@@ -539,6 +550,30 @@ def load_candidates(path: str | Path | None) -> list[tuple[str, ESConfig]]:
     return out
 
 
+def check_shared_split(candidates: Sequence[tuple[str, ESConfig]]) -> None:
+    """Raise ``ValueError`` unless every candidate has the same train/validation split
+    (:meth:`ESConfig.split` and ``val_fraction``): the selection batch must be on traces that no
+    candidate trained on."""
+    splits = {(c.split(), float(c.val_fraction)) for _, c in candidates}
+    if len(splits) > 1:
+        got = {n: {"split": c.split(), "val_fraction": c.val_fraction} for n, c in candidates}
+        raise ValueError(f"candidates: must share one train/validation split (split_seed, val_fraction), got {got}; "
+                         f"set split_seed once for all")
+
+
+def reseed(candidates: Sequence[tuple[str, ESConfig]], seed: int) -> list[tuple[str, ESConfig]]:
+    """The candidates shifted so that the first one's ES seed is ``seed``: every ES seed and the
+    split seed move by the same amount (candidates keep their seed offsets and their shared split)."""
+    import dataclasses
+
+    if not candidates:
+        return []
+    delta = int(seed) - int(candidates[0][1].seed)
+    return [(n, dataclasses.replace(c, seed=c.seed + delta,
+                                    split_seed=None if c.split_seed is None else c.split_seed + delta))
+            for n, c in candidates]
+
+
 def selection_options(trained: Sequence[tuple[str, TiltModel, TiltModel | None]]) -> dict[str, Any]:
     """The policies :func:`train_candidates` chooses among: each candidate's best checkpoint
     (``name``) and tail average (``name:avg``), and with several candidates the ensemble of the
@@ -564,7 +599,7 @@ def selection_scores(families: Sequence[Any], options: dict[str, Any], cfg: ESCo
 
     from edgesplit import envs  # noqa: F401  (registers the ids)
 
-    val_f = [split_family(f, cfg.val_fraction, seed=cfg.seed)[1] for f in families]
+    val_f = [split_family(f, cfg.val_fraction, seed=cfg.split())[1] for f in families]
     env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=cfg.n_devices, traces=list(families)).unwrapped
     batch = sample_rounds(np.random.default_rng(cfg.seed + 20_000), val_f, cfg.select_rounds, cfg, env,
                           max(cfg.tilt.pf_window, 6))
@@ -573,18 +608,49 @@ def selection_scores(families: Sequence[Any], options: dict[str, Any], cfg: ESCo
     return {n: float(np.mean(T[k + 1] - T[0])) for k, n in enumerate(names)}
 
 
+class _Prefixed:
+    """A log stream that prefixes each line (candidates training side by side)."""
+
+    def __init__(self, stream: Any, prefix: str) -> None:
+        self.stream, self.prefix, self._bol = stream, prefix, True
+
+    def write(self, text: str) -> int:
+        out = []
+        for part in text.splitlines(keepends=True):
+            out.append((self.prefix if self._bol else "") + part)
+            self._bol = part.endswith("\n")
+        self.stream.write("".join(out))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _train_candidate(families: Sequence[Any], name: str, cfg: ESConfig, sub: Path, extra: dict[str, Any]) -> None:
+    """One candidate in a worker process (:func:`train_candidates` with ``jobs > 1``)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    train_es(families, cfg, sub, log=_Prefixed(sys.stderr, f"[{name}] "), extra_meta=extra)
+
+
 def train_candidates(families: Sequence[Any], candidates: Sequence[tuple[str, ESConfig]], out: str | Path,
-                     log: Any = sys.stderr, backbone: bool = True) -> "TiltModel | TiltEnsemble":
+                     log: Any = sys.stderr, backbone: bool = True, jobs: int = 1) -> "TiltModel | TiltEnsemble":
     """Train every candidate configuration on ``families`` (into ``out/<name>``: its best
     checkpoint ``model`` and its tail average ``model-avg``), then keep as ``out/model`` the
     option of :func:`selection_options` with the best score on a fresh selection batch
     (:func:`selection_scores`: validation traces of the *training* families, never a family judged
     later); a candidate already trained there is reused. With ``backbone``, each trains on ``pf``
-    tuned on ``families`` (:func:`tuned_backbone`, tuned once, ``out/pf.json``). Returns the kept
-    policy (its metadata names the option and every score)."""
+    tuned on ``families`` (:func:`tuned_backbone`, tuned once, ``out/pf.json``). ``jobs``: train
+    up to this many candidates at once, one process each (the result is the same as with 1).
+    All candidates must share one train/validation split (:meth:`ESConfig.split`, ``val_fraction``),
+    else the selection batch could hold traces a candidate trained on. Returns the kept policy
+    (its metadata names the option and every score)."""
     out = Path(out)
-    val_scores: dict[str, float] = {}
-    trained: list[tuple[str, TiltModel, TiltModel | None]] = []
+    if int(jobs) < 1:
+        raise ValueError(f"jobs: must be >= 1, got {jobs!r}")
+    check_shared_split(candidates)
+    t_start = time.time()
+    todo: list[tuple[str, ESConfig, Path, dict[str, Any]]] = []
+    prepared: list[tuple[str, Path]] = []
     extra: dict[str, Any] = {}
     cfg0: ESConfig | None = None
     for name, cfg in candidates:
@@ -594,12 +660,26 @@ def train_candidates(families: Sequence[Any], candidates: Sequence[tuple[str, ES
             extra["backbone_pf"] = params.to_json()
         cfg0 = cfg0 or cfg
         sub = out / name
+        prepared.append((name, sub))
         if (sub / "model.json").is_file():
-            model = TiltModel.load(sub / "model")
             print(f"candidate {name}: trained already ({sub})", file=log, flush=True)
         else:
             print(f"candidate {name}: training on {[f.name for f in families]}", file=log, flush=True)
-            model, _ = train_es(families, cfg, sub, log=log, extra_meta=extra)
+            todo.append((name, cfg, sub, dict(extra)))
+    if int(jobs) > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(int(jobs), len(todo)), mp_context=mp.get_context("spawn")) as ex:
+            for fut in [ex.submit(_train_candidate, families, *job) for job in todo]:
+                fut.result()
+    else:
+        for name, cfg, sub, ex_meta in todo:
+            train_es(families, cfg, sub, log=log, extra_meta=ex_meta)
+    val_scores: dict[str, float] = {}
+    trained: list[tuple[str, TiltModel, TiltModel | None]] = []
+    for name, sub in prepared:
+        model = TiltModel.load(sub / "model")
         avg = TiltModel.load(sub / "model-avg") if (sub / "model-avg.json").is_file() else None
         val_scores[name] = float(model.meta["validation_log_ratio_vs_pf"])
         trained.append((name, model, avg))
@@ -613,6 +693,7 @@ def train_candidates(families: Sequence[Any], candidates: Sequence[tuple[str, ES
             "selection_rounds": cfg0.select_rounds, "validation_log_ratio_vs_pf": scores[kept],
             "checkpoint_validation": val_scores, "n_devices": cfg0.n_devices,
             "wall_s": round(sum(float(m.meta.get("wall_s", 0.0)) for _, m, _ in trained) + time.time() - t0, 1),
+            "elapsed_s": round(time.time() - t_start, 1), "jobs": int(jobs),
             "generations": sum(int(m.meta.get("generations", 0)) for _, m, _ in trained)}
     if "backbone_pf" in extra:
         meta["backbone_pf"] = extra["backbone_pf"]
@@ -642,7 +723,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="hyper-parameter YAML, optionally with candidates "
                     "(agents/hyperparams/edgesplit-dynamic-v1-learned.yml)")
     ap.add_argument("--out", required=True, help="output folder (pf.json, <candidate>/progress.csv, model.npz/json)")
-    ap.add_argument("--seed", type=int, default=None, help="override the config's seed")
+    ap.add_argument("--seed", type=int, default=None, help="shift the seeds so that the first candidate's ES "
+                    "seed is SEED (every candidate's ES seed and the shared split seed move by the same amount)")
+    ap.add_argument("--jobs", type=int, default=1, help="candidates trained at once, one process each (default 1; "
+                    "2 on a 2-core machine); the models are the same as with 1")
     ap.add_argument("--minutes", type=float, default=None, help="override the wall-clock budget (per candidate)")
     ap.add_argument("--generations", type=int, default=None, help="override the number of generations")
     ap.add_argument("--init", default=None, help="continue from a saved tilt (same config; first candidate only)")
@@ -654,9 +738,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cands = load_candidates(args.config)
-        over = {k: v for k, v in (("seed", args.seed), ("minutes", args.minutes), ("generations", args.generations))
-                if v is not None}
+        over = {k: v for k, v in (("minutes", args.minutes), ("generations", args.generations)) if v is not None}
         cands = [(n, dataclasses.replace(c, **over)) for n, c in cands]
+        if args.seed is not None:
+            cands = reseed(cands, args.seed)
+        check_shared_split(cands)
+        if args.jobs < 1:
+            raise ValueError(f"jobs: must be >= 1, got {args.jobs}")
         fams = load_training_families(args.traces, args.exclude_family)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -667,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, _ = train_es(fams, dataclasses.replace(cands[0][1], tilt=init.cfg), args.out, init=init,
                             extra_meta={k: init.meta[k] for k in ("backbone_pf", "candidate") if k in init.meta})
     else:
-        model = train_candidates(fams, cands, args.out, backbone=args.backbone == "tuned")
+        model = train_candidates(fams, cands, args.out, backbone=args.backbone == "tuned", jobs=args.jobs)
     print(json.dumps({"out": str(args.out), "trained_on": model.meta["trained_on"],
                       "candidate": model.meta.get("candidate"), "selected": model.meta.get("selected"),
                       "validation_log_ratio_vs_pf": model.meta["validation_log_ratio_vs_pf"],

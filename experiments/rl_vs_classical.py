@@ -1,7 +1,7 @@
 """Study: the learned v1 scheduler vs the classical ones, leave-one-family-out (issue 9, items 5-6).
 
     python -m experiments.rl_vs_classical --out results/rl_vs_classical [--episodes 24] [--rounds 5]
-        [--minutes 12] [--models DIR] [--stage all|train|eval] [--folds FAMILY ...] [--quick]
+        [--minutes 12] [--models DIR] [--stage all|train|eval] [--folds FAMILY ...] [--jobs 2] [--quick]
 
 Protocol (nothing is tuned on the family a fold is judged on):
 
@@ -97,14 +97,15 @@ def play(env: Any, policy: Any, seed: int) -> float:
 
 
 def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, candidates: Sequence[tuple[str, Any]],
-                log: Any = sys.stderr, more: bool = False, tune: dict[str, Any] | None = None) -> None:
+                log: Any = sys.stderr, more: bool = False, tune: dict[str, Any] | None = None, jobs: int = 1) -> None:
     """Per fold (all families but the fold's): tune ``pf`` on them (``models/<fold>/pf.json``,
     :func:`edgesplit.agents.learned_v1_training.tuned_backbone`), train every candidate
     configuration on that backbone and keep the one with the best validation score on those
     families (:func:`~edgesplit.agents.learned_v1_training.train_candidates`) as
     ``models/<fold>/model``. A fold whose model exists is kept, or with ``more`` trained further
     from it (another leg of its candidate's budget, seed + 1; the first leg's model is kept as
-    ``model-leg1``). ``tune``: keyword arguments of the tuning (episodes, grid, ...)."""
+    ``model-leg1``). ``tune``: keyword arguments of the tuning (episodes, grid, ...); ``jobs``:
+    candidates of a fold trained at once (one process each)."""
     import dataclasses
 
     from edgesplit.agents.learned_v1 import TiltEnsemble, TiltModel, load_tilt
@@ -132,7 +133,7 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, can
         _, params = tuned_backbone(train, candidates[0][1], out, **(tune or {}))
         print(f"fold {fold}: pf-tuned = {params.to_json()}; training {len(candidates)} candidate(s) on it",
               file=log, flush=True)
-        train_candidates(train, candidates, out, log=log)
+        train_candidates(train, candidates, out, log=log, jobs=jobs)
 
 
 def fold_pf(models: Path, fold: str) -> dict[str, float]:
@@ -369,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--n-devices", type=int, default=10, help="devices")
     ap.add_argument("--seed", type=int, default=20_000, help="first evaluation episode seed")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    ap.add_argument("--jobs", type=int, default=1, help="candidates of a fold trained at once, one process each "
+                    "(default 1; the models do not depend on it)")
     ap.add_argument("--more", action="store_true", help="train existing fold models one more leg of --minutes")
     ap.add_argument("--quick", action="store_true", help="tiny end-to-end run on synthetic families (seconds)")
     args = ap.parse_args(argv)
@@ -400,13 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"folds: unknown families {bad}; known: {names}")
         if episodes < 1 or rounds < 1:
             raise ValueError("episodes and rounds: must be >= 1")
+        if args.jobs < 1:
+            raise ValueError(f"jobs: must be >= 1, got {args.jobs}")
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.time()
     if args.stage in ("all", "train"):
         train_folds(families, folds, models, candidates, more=args.more,
-                    tune=QUICK_TUNE if args.quick else {"episodes": args.tune_episodes})
+                    tune=QUICK_TUNE if args.quick else {"episodes": args.tune_episodes}, jobs=args.jobs)
     if args.stage == "train":
         return 0
     df = evaluate_folds(families, folds, models, out, episodes, rounds, n_dev, args.seed, classical)

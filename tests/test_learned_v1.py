@@ -233,7 +233,7 @@ def test_candidates_keep_the_best_option_on_a_fresh_selection_batch(tmp_path):
     fams = [_family(), TraceFamily("synthetic-u", tuple(synthetic_traces(3, 600.0, seed=6)))]
     import dataclasses
 
-    cands = [("a", cfg), ("b", dataclasses.replace(cfg, fitness="rank", seed=1))]
+    cands = [("a", cfg), ("b", dataclasses.replace(cfg, fitness="rank", seed=1, split_seed=0))]
     kept = train_candidates(fams, cands, tmp_path, backbone=False)
     scores = kept.meta["selection_log_ratio_vs_pf"]
     assert set(scores) == {"a", "a:avg", "b", "b:avg", "ensemble", "ensemble:avg"}
@@ -332,3 +332,32 @@ def test_config_candidates_share_settings_and_merge_tilt_overrides(tmp_path):
     p.write_text("candidates:\n  - {name: x, fitness: best}\n")
     with pytest.raises(ValueError, match="candidate 'x'.*fitness"):
         load_candidates(p)
+
+
+def test_candidates_must_share_the_split_and_train_the_same_in_parallel(tmp_path):
+    import dataclasses
+
+    from edgesplit.agents.learned_v1_training import reseed
+
+    cfg = ESConfig(population=2, batch_rounds=2, generations=3, val_rounds=2, eval_every=1, n_devices=3,
+                   horizon_s=900.0, minutes=1.0, select_rounds=4)
+    cfg.tilt.hidden = 4
+    fams = [_family(), TraceFamily("synthetic-u", tuple(synthetic_traces(3, 600.0, seed=6)))]
+    # a second ES seed without a shared split_seed would validate on traces the first trained on
+    with pytest.raises(ValueError, match="split_seed"):
+        train_candidates(fams, [("a", cfg), ("b", dataclasses.replace(cfg, seed=1))], tmp_path / "x", backbone=False)
+    cands = [("a", dataclasses.replace(cfg, split_seed=0)),
+             ("b", dataclasses.replace(cfg, fitness="rank", seed=1, split_seed=0))]
+    assert [(c.seed, c.split()) for _, c in reseed(cands, 5)] == [(5, 5), (6, 5)]
+    one = train_candidates(fams, cands, tmp_path / "one", backbone=False, jobs=1)
+    two = train_candidates(fams, cands, tmp_path / "two", backbone=False, jobs=2)
+    assert two.meta["jobs"] == 2
+    for name in ("a", "b"):
+        for stem in ("model", "model-avg"):
+            np.testing.assert_array_equal(TiltModel.load(tmp_path / "one" / name / stem).theta,
+                                          TiltModel.load(tmp_path / "two" / name / stem).theta)
+    assert one.meta["selected"] == two.meta["selected"]
+    assert one.meta["selection_log_ratio_vs_pf"] == two.meta["selection_log_ratio_vs_pf"]
+    # the two ES seeds gave different weights (the test would be vacuous otherwise)
+    assert not np.array_equal(TiltModel.load(tmp_path / "one" / "a" / "model").theta,
+                              TiltModel.load(tmp_path / "one" / "b" / "model").theta)
