@@ -27,7 +27,9 @@ Protocol (nothing is tuned on the family a fold is judged on):
 
 Writes ``episodes.csv`` (as it goes), ``summary.csv``, ``aggregate.csv``, ``selection.csv`` (the
 policy kept per fold and every option's selection score), ``results.md`` and
-``rl_vs_classical.png`` to ``--out``; fold models to ``--models`` (default ``OUT/models``).
+``rl_vs_classical.png`` to ``--out``; fold models to ``--models`` (default ``OUT/models``). With
+``--options``, also ``options.csv``: a diagnostic that plays every option the selection chose
+among on the held-out episodes (it chooses nothing; :func:`option_diagnostics`).
 ``--quick`` runs the whole pipeline on two small synthetic families in a few seconds (for tests).
 """
 
@@ -308,6 +310,59 @@ def fold_selection(models: Path, folds: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def option_diagnostics(families: Sequence[Any], folds: Sequence[str], models: Path, episodes: int, rounds: int,
+                       n_devices: int, seed: int, df: pd.DataFrame, classical: Sequence[str],
+                       log: Any = sys.stderr) -> pd.DataFrame:
+    """A diagnostic that chooses nothing: every option the fold's selection chose among
+    (:func:`~edgesplit.agents.learned_v1_training.selection_options` of its candidates) played on
+    the held-out episodes of ``df``, next to its selection score on the training families. Rows:
+    family, option, kept, selection score, mean total time, ratio to the best classical policy
+    and gap closed (both against ``df``'s classical and oracle rows on the same episodes), and
+    per family the Spearman correlation of selection score and held-out time (does the selection
+    on the training families predict the held-out family?)."""
+    import json
+
+    import gymnasium as gym
+    from scipy.stats import spearmanr
+
+    from edgesplit import envs  # noqa: F401
+    from edgesplit.agents.learned_v1 import LearnedV1Policy, TiltModel
+    from edgesplit.agents.learned_v1_training import selection_options
+
+    by_name = {f.name: f for f in families}
+    rows = []
+    for fold in folds:
+        meta = json.loads((models / fold / "model.json").read_text())
+        scores = meta.get("selection_log_ratio_vs_pf") or {}
+        trained = []
+        for name in meta.get("checkpoint_validation", {}):
+            sub = models / fold / name
+            avg = TiltModel.load(sub / "model-avg") if (sub / "model-avg.json").is_file() else None
+            trained.append((name, TiltModel.load(sub / "model"), avg))
+        ep = df[(df.family == fold) & (df.episode < episodes)]
+        means = ep.groupby("policy").total_time_s.mean()
+        t_best = float(min(means[c] for c in classical if c in means))
+        t_oracle = float(means["oracle"])
+        env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=n_devices, traces=[by_name[fold]], rounds=rounds)
+        fold_rows = []
+        for oname, model in selection_options(trained).items():
+            pol = LearnedV1Policy(model=model, name=f"option:{oname}")
+            t = float(np.mean([play(env, pol, seed + k) for k in range(episodes)]))
+            fold_rows.append({"family": fold, "option": oname, "kept": oname == meta.get("selected"),
+                              "selection_score": scores.get(oname, float("nan")), "mean_total_time_s": t,
+                              "ratio_to_best_classical": t / t_best,
+                              "gap_closed": (t_best - t) / (t_best - t_oracle)})
+        env.close()
+        rho = spearmanr([r["selection_score"] for r in fold_rows], [r["mean_total_time_s"] for r in fold_rows])[0]
+        for r in fold_rows:
+            r["spearman_selection_vs_heldout"] = float(rho)
+        print(f"{fold}: {len(fold_rows)} options, gap closed {min(r['gap_closed'] for r in fold_rows):.1%} - "
+              f"{max(r['gap_closed'] for r in fold_rows):.1%}, Spearman(selection, held-out) {rho:+.2f}",
+              file=log, flush=True)
+        rows += fold_rows
+    return pd.DataFrame(rows)
+
+
 def markdown(summary: pd.DataFrame, agg: pd.DataFrame, meta: dict[str, Any],
              selection: pd.DataFrame | None = None) -> str:
     """``results.md``: the leave-one-family-out table and the aggregate."""
@@ -372,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     ap.add_argument("--jobs", type=int, default=1, help="candidates of a fold trained at once, one process each "
                     "(default 1; the models do not depend on it)")
+    ap.add_argument("--options", action="store_true", help="diagnostic: also play every option the selection "
+                    "chose among on the held-out episodes (options.csv; chooses nothing)")
     ap.add_argument("--more", action="store_true", help="train existing fold models one more leg of --minutes")
     ap.add_argument("--quick", action="store_true", help="tiny end-to-end run on synthetic families (seconds)")
     args = ap.parse_args(argv)
@@ -424,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     selection = fold_selection(models, folds)
     selection.to_csv(out / "selection.csv", index=False)
     (out / "results.md").write_text(markdown(summary, agg, meta, selection))
+    if args.options:
+        opts = option_diagnostics(families, folds, models, episodes, rounds, n_dev, args.seed, df, classical)
+        opts.to_csv(out / "options.csv", index=False)
     plot(summary, out / "rl_vs_classical.png")
     print((out / "results.md").read_text())
     print(f"wrote {out} in {time.time() - t0:.0f} s", file=sys.stderr)

@@ -10,7 +10,7 @@ from edgesplit.experiments import rl_vs_classical
 
 def test_quick_study_end_to_end(tmp_path, capsys):
     out = tmp_path / "study"
-    assert rl_vs_classical.main(["--quick", "--out", str(out)]) == 0
+    assert rl_vs_classical.main(["--quick", "--out", str(out), "--options"]) == 0
     for name in ("episodes.csv", "summary.csv", "aggregate.csv", "selection.csv", "results.md", "rl_vs_classical.png"):
         assert (out / name).is_file(), name
     eps = pd.read_csv(out / "episodes.csv")
@@ -47,6 +47,15 @@ def test_quick_study_end_to_end(tmp_path, capsys):
         assert sel.loc[fam, "kept"] == meta["selected"]
         assert sel.loc[fam, f"score[{meta['selected']}]"] == pytest.approx(meta["validation_log_ratio_vs_pf"], abs=1e-5)
     assert "Policy kept per fold" in (out / "results.md").read_text()
+    # the option diagnostic replays every option on the held-out episodes; the kept one is the learned policy
+    opts = pd.read_csv(out / "options.csv")
+    for fam in fams:
+        o = opts[opts.family == fam].set_index("option")
+        assert set(o.index) == {"raw", "raw:avg", "rank", "rank:avg", "ensemble", "ensemble:avg"}
+        assert o.kept.sum() == 1
+        learned_t = eps[(eps.family == fam) & (eps.policy == "learned")].total_time_s.mean()
+        assert o.loc[o.kept, "mean_total_time_s"].iloc[0] == pytest.approx(learned_t, rel=1e-9)
+        assert o.spearman_selection_vs_heldout.nunique() == 1
 
 
 def test_bad_fold_is_one_clear_error(tmp_path, capsys):
