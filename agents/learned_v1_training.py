@@ -105,8 +105,11 @@ class ESConfig:
         return int(self.seed if self.split_seed is None else self.split_seed)
 
     def __post_init__(self) -> None:
-        if self.split_seed is not None and not isinstance(self.split_seed, int):
-            raise ValueError(f"split_seed: must be an integer or None, got {self.split_seed!r}")
+        if self.split_seed is not None and (isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int)
+                                            or self.split_seed < 0):
+            raise ValueError(f"split_seed: must be an integer >= 0 or None, got {self.split_seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed: must be an integer >= 0, got {self.seed!r}")
         if self.fitness not in ("raw", "rank"):
             raise ValueError(f"fitness: must be 'raw' or 'rank', got {self.fitness!r}")
         if int(self.history_rounds) < 1:
@@ -484,6 +487,9 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
                 writer.writerow(row)
                 fh.flush()
             if time.time() - t0 > 60 * cfg.minutes:
+                if g + 1 < cfg.generations:
+                    print(f"stopped by the wall-clock cap ({cfg.minutes} min) after {g + 1} of {cfg.generations} "
+                          f"generations: these weights depend on the machine's speed", file=log, flush=True)
                 break
     finally:
         if fh is not None:
@@ -493,6 +499,7 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
         best = (0.0, np.zeros(P), 0)
     meta = {"trained_on": [f.name for f in families], "validation_log_ratio_vs_pf": best[0],
             "best_generation": best[2], "generations": len(rows), "wall_s": round(time.time() - t0, 1),
+            "stopped_by_minutes_cap": len(rows) < cfg.generations,
             "es": {k: v for k, v in asdict(cfg).items() if k != "tilt"}, "n_devices": cfg.n_devices,
             **(extra_meta or {})}
     if init is not None:
@@ -559,6 +566,29 @@ def check_shared_split(candidates: Sequence[tuple[str, ESConfig]]) -> None:
         got = {n: {"split": c.split(), "val_fraction": c.val_fraction} for n, c in candidates}
         raise ValueError(f"candidates: must share one train/validation split (split_seed, val_fraction), got {got}; "
                          f"set split_seed once for all")
+
+
+REUSE_FIELDS = ("seed", "val_fraction", "generations", "population", "sigma", "lr", "batch_rounds", "fitness",
+                "n_devices", "interval_s")
+"""Settings a reused candidate (:func:`train_candidates`) must have been trained with."""
+
+
+def check_reusable(name: str, model: TiltModel, cfg: ESConfig) -> None:
+    """Raise ``ValueError`` unless a candidate found on disk was trained as ``cfg`` would train it:
+    the same split of the traces (else the selection rounds could hold traces it trained on), ES
+    settings (:data:`REUSE_FIELDS`) and network (``tilt``)."""
+    es = dict(model.meta.get("es") or {})
+    if not es:
+        raise ValueError(f"candidate {name}: the saved model records no ES settings; remove its folder to retrain")
+    saved_split = es.get("seed") if es.get("split_seed") is None else es.get("split_seed")
+    diffs = {k: (es.get(k), getattr(cfg, k)) for k in REUSE_FIELDS if es.get(k) != getattr(cfg, k)}
+    if saved_split != cfg.split():
+        diffs["split"] = (saved_split, cfg.split())
+    if model.cfg != cfg.tilt:
+        diffs["tilt"] = (asdict(model.cfg), asdict(cfg.tilt))
+    if diffs:
+        raise ValueError(f"candidate {name}: trained with other settings than the config's "
+                         f"{ {k: {'saved': a, 'config': b} for k, (a, b) in diffs.items()} }; remove its folder to retrain")
 
 
 def reseed(candidates: Sequence[tuple[str, ESConfig]], seed: int) -> list[tuple[str, ESConfig]]:
@@ -628,7 +658,6 @@ class _Prefixed:
 
 def _train_candidate(families: Sequence[Any], name: str, cfg: ESConfig, sub: Path, extra: dict[str, Any]) -> None:
     """One candidate in a worker process (:func:`train_candidates` with ``jobs > 1``)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     train_es(families, cfg, sub, log=_Prefixed(sys.stderr, f"[{name}] "), extra_meta=extra)
 
 
@@ -662,6 +691,7 @@ def train_candidates(families: Sequence[Any], candidates: Sequence[tuple[str, ES
         sub = out / name
         prepared.append((name, sub))
         if (sub / "model.json").is_file():
+            check_reusable(name, TiltModel.load(sub / "model"), cfg)
             print(f"candidate {name}: trained already ({sub})", file=log, flush=True)
         else:
             print(f"candidate {name}: training on {[f.name for f in families]}", file=log, flush=True)
@@ -670,6 +700,7 @@ def train_candidates(families: Sequence[Any], candidates: Sequence[tuple[str, ES
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the workers: one thread each
         with ProcessPoolExecutor(max_workers=min(int(jobs), len(todo)), mp_context=mp.get_context("spawn")) as ex:
             for fut in [ex.submit(_train_candidate, families, *job) for job in todo]:
                 fut.result()

@@ -127,7 +127,8 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, can
             first.save(out / "model-leg1")
             cfg = by_name.get(first.meta.get("candidate"), candidates[0][1])
             print(f"fold {fold}: training further on {[f.name for f in train]}", file=log, flush=True)
-            train_es(train, dataclasses.replace(cfg, seed=cfg.seed + 1, tilt=first.cfg), out / "leg2", log=log,
+            train_es(train, dataclasses.replace(cfg, seed=cfg.seed + 1, split_seed=cfg.split(), tilt=first.cfg),
+                     out / "leg2", log=log,
                      init=first, extra_meta={k: first.meta[k] for k in ("backbone_pf", "candidate") if k in first.meta})
             TiltModel.load(out / "leg2" / "model").save(out / "model")
             continue
@@ -334,6 +335,10 @@ def option_diagnostics(families: Sequence[Any], folds: Sequence[str], models: Pa
     for fold in folds:
         meta = json.loads((models / fold / "model.json").read_text())
         scores = meta.get("selection_log_ratio_vs_pf") or {}
+        if not meta.get("checkpoint_validation"):
+            print(f"{fold}: the model records no selection among candidates (older or --more): no options to play",
+                  file=log, flush=True)
+            continue
         trained = []
         for name in meta.get("checkpoint_validation", {}):
             sub = models / fold / name
@@ -434,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import dataclasses
 
-    from edgesplit.agents.learned_v1_training import ESConfig, load_candidates
+    from edgesplit.agents.learned_v1_training import ESConfig, check_shared_split, load_candidates
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -462,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("episodes and rounds: must be >= 1")
         if args.jobs < 1:
             raise ValueError(f"jobs: must be >= 1, got {args.jobs}")
+        check_shared_split(candidates)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -334,30 +334,58 @@ def test_config_candidates_share_settings_and_merge_tilt_overrides(tmp_path):
         load_candidates(p)
 
 
-def test_candidates_must_share_the_split_and_train_the_same_in_parallel(tmp_path):
+def test_candidates_must_share_the_split_and_train_the_same_in_parallel(tmp_path, capfd, monkeypatch):
     import dataclasses
 
-    from edgesplit.agents.learned_v1_training import reseed
+    from edgesplit.agents import learned_v1_training as lt
 
     cfg = ESConfig(population=2, batch_rounds=2, generations=3, val_rounds=2, eval_every=1, n_devices=3,
                    horizon_s=900.0, minutes=1.0, select_rounds=4)
     cfg.tilt.hidden = 4
-    fams = [_family(), TraceFamily("synthetic-u", tuple(synthetic_traces(3, 600.0, seed=6)))]
+    # eight traces a family: families under four traces are not split at all, and the split seed would not matter
+    fams = [TraceFamily("synthetic-t", tuple(synthetic_traces(8, 600.0, seed=5))),
+            TraceFamily("synthetic-u", tuple(synthetic_traces(8, 600.0, seed=6)))]
     # a second ES seed without a shared split_seed would validate on traces the first trained on
     with pytest.raises(ValueError, match="split_seed"):
         train_candidates(fams, [("a", cfg), ("b", dataclasses.replace(cfg, seed=1))], tmp_path / "x", backbone=False)
     cands = [("a", dataclasses.replace(cfg, split_seed=0)),
              ("b", dataclasses.replace(cfg, fitness="rank", seed=1, split_seed=0))]
-    assert [(c.seed, c.split()) for _, c in reseed(cands, 5)] == [(5, 5), (6, 5)]
+    assert [(c.seed, c.split()) for _, c in lt.reseed(cands, 5)] == [(5, 5), (6, 5)]
+    seen: list[int] = []
+    real_split = lt.split_family
+
+    def recording_split(fam, val_fraction, seed=0):
+        seen.append(seed)
+        return real_split(fam, val_fraction, seed=seed)
+
+    monkeypatch.setattr(lt, "split_family", recording_split)
     one = train_candidates(fams, cands, tmp_path / "one", backbone=False, jobs=1)
+    # both candidates' training and validation and the selection batch split the traces with split_seed 0,
+    # though candidate b's ES seed is 1 (and the split with seed 1 is another one)
+    assert seen and set(seen) == {0}
+    s0, s1 = real_split(fams[0], 0.25, seed=0), real_split(fams[0], 0.25, seed=1)
+    assert [r.tobytes() for r in s0[1].rates] != [r.tobytes() for r in s1[1].rates]
+    monkeypatch.setattr(lt, "split_family", real_split)
+    capfd.readouterr()
     two = train_candidates(fams, cands, tmp_path / "two", backbone=False, jobs=2)
-    assert two.meta["jobs"] == 2
+    err = capfd.readouterr().err
+    assert "[a] gen 3" in err and "[b] gen 3" in err  # trained in the worker processes
     for name in ("a", "b"):
         for stem in ("model", "model-avg"):
             np.testing.assert_array_equal(TiltModel.load(tmp_path / "one" / name / stem).theta,
                                           TiltModel.load(tmp_path / "two" / name / stem).theta)
     assert one.meta["selected"] == two.meta["selected"]
     assert one.meta["selection_log_ratio_vs_pf"] == two.meta["selection_log_ratio_vs_pf"]
-    # the two ES seeds gave different weights (the test would be vacuous otherwise)
+    # a and b (other ES seed and fitness) gave different weights: the comparison above is not vacuous
     assert not np.array_equal(TiltModel.load(tmp_path / "one" / "a" / "model").theta,
                               TiltModel.load(tmp_path / "one" / "b" / "model").theta)
+    # candidates found on disk are reused only if trained the same way: another split is refused
+    moved = [(n, dataclasses.replace(c, split_seed=1)) for n, c in cands]
+    with pytest.raises(ValueError, match="candidate a: trained with other settings.*split"):
+        train_candidates(fams, moved, tmp_path / "one", backbone=False)
+
+
+@pytest.mark.parametrize("bad", [{"split_seed": True}, {"split_seed": -1}, {"seed": -2}, {"split_seed": 1.5}])
+def test_es_config_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ESConfig(**bad)
