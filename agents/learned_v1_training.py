@@ -560,12 +560,19 @@ def load_candidates(path: str | Path | None) -> list[tuple[str, ESConfig]]:
 def check_shared_split(candidates: Sequence[tuple[str, ESConfig]]) -> None:
     """Raise ``ValueError`` unless every candidate has the same train/validation split
     (:meth:`ESConfig.split` and ``val_fraction``): the selection batch must be on traces that no
-    candidate trained on."""
+    candidate trained on, and on other rounds than any candidate's checkpoint validation (seed
+    ``seed + 10000``; the selection's is the first candidate's ``seed + 20000``)."""
     splits = {(c.split(), float(c.val_fraction)) for _, c in candidates}
     if len(splits) > 1:
         got = {n: {"split": c.split(), "val_fraction": c.val_fraction} for n, c in candidates}
         raise ValueError(f"candidates: must share one train/validation split (split_seed, val_fraction), got {got}; "
                          f"set split_seed once for all")
+    if candidates:
+        sel = candidates[0][1].seed + 20_000  # the selection batch's seed (selection_scores)
+        clash = [n for n, c in candidates if c.seed + 10_000 == sel]
+        if clash:
+            raise ValueError(f"candidates: seed of {clash} is the first candidate's + 10000, so its checkpoint "
+                             f"validation rounds would be the selection rounds; choose another seed")
 
 
 REUSE_FIELDS = ("seed", "val_fraction", "generations", "population", "sigma", "lr", "batch_rounds", "fitness",

@@ -385,6 +385,14 @@ def test_candidates_must_share_the_split_and_train_the_same_in_parallel(tmp_path
         train_candidates(fams, moved, tmp_path / "one", backbone=False)
 
 
+def test_candidates_may_not_validate_on_the_selection_rounds():
+    from edgesplit.agents.learned_v1_training import check_shared_split
+
+    check_shared_split([("a", ESConfig(split_seed=0)), ("b", ESConfig(seed=1, split_seed=0))])
+    with pytest.raises(ValueError, match="selection rounds"):
+        check_shared_split([("a", ESConfig(split_seed=0)), ("b", ESConfig(seed=10_000, split_seed=0))])
+
+
 @pytest.mark.parametrize("bad", [{"split_seed": True}, {"split_seed": -1}, {"seed": -2}, {"split_seed": 1.5}])
 def test_es_config_rejects_bad_seeds(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
