@@ -36,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from edgesplit.agents.evaluation import gap_closed
 from edgesplit.agents.loading import normalize_state, write_json_atomic
 
 VALIDATION_SEED = 1_000_003
@@ -47,15 +48,6 @@ def fmt_ratio(x: float | None, digits: int = 4) -> str:
     if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
         return "n/a"
     return f"{x:.{digits}g}"
-
-
-def gap_closed(policy_total: float, reference_total: float, oracle_total: float) -> float | None:
-    """``(reference - policy) / (reference - oracle)``: 0 = no better than the reference, 1 = the
-    oracle; ``None`` when the reference is no worse than the oracle (no gap to close)."""
-    gap = reference_total - oracle_total
-    if not (math.isfinite(gap) and gap > 0 and math.isfinite(policy_total)):
-        return None
-    return (reference_total - policy_total) / gap
 
 
 class SpeedCallback(BaseCallback):

@@ -587,10 +587,10 @@ def check_reusable(name: str, model: TiltModel, cfg: ESConfig) -> None:
     es = dict(model.meta.get("es") or {})
     if not es:
         raise ValueError(f"candidate {name}: the saved model records no ES settings; remove its folder to retrain")
-    saved_split = es.get("seed") if es.get("split_seed") is None else es.get("split_seed")
-    diffs = {k: (es.get(k), getattr(cfg, k)) for k in REUSE_FIELDS if es.get(k) != getattr(cfg, k)}
-    if saved_split != cfg.split():
-        diffs["split"] = (saved_split, cfg.split())
+    saved = ESConfig.from_dict({k: v for k, v in es.items() if k in ESConfig.__dataclass_fields__})
+    diffs = {k: (getattr(saved, k), getattr(cfg, k)) for k in REUSE_FIELDS if getattr(saved, k) != getattr(cfg, k)}
+    if saved.split() != cfg.split():
+        diffs["split"] = (saved.split(), cfg.split())
     if model.cfg != cfg.tilt:
         diffs["tilt"] = (asdict(model.cfg), asdict(cfg.tilt))
     if diffs:

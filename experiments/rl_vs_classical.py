@@ -98,6 +98,10 @@ def play(env: Any, policy: Any, seed: int) -> float:
             return total
 
 
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
 def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, candidates: Sequence[tuple[str, Any]],
                 log: Any = sys.stderr, more: bool = False, tune: dict[str, Any] | None = None, jobs: int = 1) -> None:
     """Per fold (all families but the fold's): tune ``pf`` on them (``models/<fold>/pf.json``,
@@ -200,7 +204,7 @@ def evaluate_folds(families: Sequence[Any], folds: Sequence[str], models: Path, 
 def summarize(df: pd.DataFrame, classical: Sequence[str], reps: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-family summary and the across-family aggregate (see module doc); IQM and the stratified
     bootstrap are :mod:`edgesplit.agents.evaluation`'s."""
-    from edgesplit.agents.evaluation import iqm, stratified_bootstrap_ci
+    from edgesplit.agents.evaluation import gap_closed, iqm, stratified_bootstrap_ci
     rows = []
     fams = list(dict.fromkeys(df["family"]))
     wide = {f: df[df.family == f].pivot_table(index="episode", columns="policy", values="total_time_s") for f in fams}
@@ -211,7 +215,7 @@ def summarize(df: pd.DataFrame, classical: Sequence[str], reps: int = 2000) -> t
         best = min(present, key=lambda c: means[c])
         T_best, T_or, T_alt = means[best], means["oracle"], means.get("alternating", math.nan)
         for pol in w.columns:
-            gap = (T_best - means[pol]) / (T_best - T_or) if T_best > T_or else math.nan
+            gap = _nan_if_none(gap_closed(means[pol], T_best, T_or))
             rows.append({"family": f, "policy": pol, "episodes": int(w[pol].count()),
                          "mean_total_time_s": means[pol], "ratio_to_alternating": means[pol] / T_alt,
                          "ratio_to_best_classical": means[pol] / T_best, "ratio_to_oracle": means[pol] / T_or,
@@ -328,6 +332,7 @@ def option_diagnostics(families: Sequence[Any], folds: Sequence[str], models: Pa
 
     from edgesplit import envs  # noqa: F401
     from edgesplit.agents.learned_v1 import LearnedV1Policy, TiltModel
+    from edgesplit.agents.evaluation import gap_closed
     from edgesplit.agents.learned_v1_training import selection_options
 
     by_name = {f.name: f for f in families}
@@ -356,7 +361,7 @@ def option_diagnostics(families: Sequence[Any], folds: Sequence[str], models: Pa
             fold_rows.append({"family": fold, "option": oname, "kept": oname == meta.get("selected"),
                               "selection_score": scores.get(oname, float("nan")), "mean_total_time_s": t,
                               "ratio_to_best_classical": t / t_best,
-                              "gap_closed": (t_best - t) / (t_best - t_oracle)})
+                              "gap_closed": _nan_if_none(gap_closed(t, t_best, t_oracle))})
         env.close()
         rho = spearmanr([r["selection_score"] for r in fold_rows], [r["mean_total_time_s"] for r in fold_rows])[0]
         for r in fold_rows:
