@@ -35,7 +35,8 @@ import pandas as pd
 
 from edgesplit.agents.factories import make_base_env
 from edgesplit.traces import load_trace_list
-from edgesplit.agents.policies import CLASSICAL, REFERENCE, V1_CLASSICAL, LearnedPolicy, Policy, get_policy
+from edgesplit.agents.policies import (CLASSICAL, REFERENCE, V1_CLASSICAL, ByEnvPolicy, LearnedPolicy, Policy,
+                                       get_policy)
 from edgesplit.envs.dynamic_v1 import DEFAULT_V1_ROUNDS
 from edgesplit.traces import Trace, TraceFamily, default_families, load_families, split_families
 
@@ -237,17 +238,31 @@ def resolve_eval_families(traces: str | Sequence[str] | Sequence[TraceFamily] | 
     return fams
 
 
+def backbone_of(policy: Policy, interval_s: float | None = None) -> Policy | None:
+    """The classical rule a learned v1 tilt corrects (``pf`` with its backbone settings, named
+    ``pf-backbone``: :meth:`~edgesplit.agents.learned_v1.LearnedV1Policy.backbone`), or ``None``
+    for any other policy. ``interval_s``: the env's re-division period (``None``: the default 5 s)."""
+    from edgesplit.agents.learned_v1 import LearnedV1Policy
+
+    inner = policy.v1 if isinstance(policy, ByEnvPolicy) else policy
+    if not isinstance(inner, LearnedV1Policy):
+        return None
+    return inner.backbone(5.0 if interval_s is None else float(interval_s))
+
+
 def evaluate_v1(policy: str | Policy, families: Sequence[TraceFamily] | None = None, n_devices: int = 10,
                 episodes: int = 10, seed: int = 0, compare: Sequence[str] = V1_CLASSICAL + REFERENCE,
-                progress: bool = False, **env_kwargs: Any) -> pd.DataFrame:
-    """``policy`` and the ``compare`` policies (default: every classical policy and the oracle) on
-    episodes ``seed .. seed + episodes - 1`` of every family (one env per family). One row per
-    (family, policy, episode), columns as :func:`evaluate_policies` plus ``family``."""
+                progress: bool = False, extra: Sequence[Policy] = (), **env_kwargs: Any) -> pd.DataFrame:
+    """``policy``, the ``compare`` policies (default: every classical policy and the oracle) and the
+    ``extra`` policy objects on episodes ``seed .. seed + episodes - 1`` of every family (one env per
+    family). One row per (family, policy, episode), columns as :func:`evaluate_policies` plus
+    ``family``."""
     if episodes < 1:
         raise ValueError(f"episodes: must be >= 1, got {episodes}")
     fams = list(families) if families is not None else list(default_families())
     pol = policy if isinstance(policy, Policy) else get_policy(policy)
-    todo: list[Policy] = [pol] + [get_policy(n) for n in compare if n != pol.name]
+    todo: list[Policy] = [pol] + [get_policy(n) for n in compare if n != pol.name] + \
+        [p for p in extra if p.name != pol.name]
     frames = []
     bar = None
     if progress:
@@ -443,8 +458,12 @@ def evaluate(policy: str | Policy, env_id: str | None = None, episodes: int = 10
             kw["interval_s"] = interval_s
         if history is not None:
             kw["history"] = history
-        df = evaluate_v1(pol, fams, n, episodes, seed, progress=progress, **kw)
-        summary = summarize_v1(df, pol.name)
+        # a learned tilt also meets its own backbone (pf with the settings it was trained on, tuned
+        # on its training families), so the classical side is at its strongest
+        backbone = backbone_of(pol, None if interval_s in ("default", None) else float(interval_s))
+        extra = [backbone] if backbone is not None else []
+        df = evaluate_v1(pol, fams, n, episodes, seed, progress=progress, extra=extra, **kw)
+        summary = summarize_v1(df, pol.name, classical=V1_CLASSICAL + tuple(p.name for p in extra))
         summary.update({"env": env_id, "n_devices": n, "seed": int(seed),
                         "traces": "synthetic (built-in)" if traces is None and trace_list is None else
                         (str(traces) if isinstance(traces, str) else [str(t) for t in (traces or [])]),

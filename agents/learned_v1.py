@@ -534,3 +534,17 @@ class LearnedV1Policy(_policy_base()):
     def act(self, obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
         """The native action for the coming epoch."""
         return self.act_view(self.base.policy_view())
+
+    def backbone(self, interval_s: float = 5.0, name: str = "pf-backbone") -> Any:
+        """The classical rule this tilt corrects: ``pf`` with the tilt's exponent, averaging window
+        (``pf_window`` windows of ``interval_s``), planning rates and prior; for the shipped policy
+        and every fold of the study, ``pf`` tuned on the training families (the study's
+        ``pf-tuned``). Evaluations put it among the classical policies, so what is credited to
+        learning is what the network adds, not what tuning ``pf`` gives."""
+        from edgesplit.agents.policies import get_policy
+
+        cfg = self.model.cfg
+        pol = get_policy("pf", exponent=cfg.alpha, window_s=cfg.pf_window * float(interval_s),
+                         rates=cfg.plan_rates, prior_s=cfg.plan_prior_s)
+        pol.name = name
+        return pol

@@ -1,14 +1,16 @@
 """Study: the learned v1 scheduler vs the classical ones, leave-one-family-out (issue 9, items 5-6).
 
     python -m experiments.rl_vs_classical --out results/rl_vs_classical [--episodes 24] [--rounds 5]
-        [--minutes 12] [--models DIR] [--stage all|train|eval] [--folds FAMILY ...] [--jobs 2] [--quick]
+        [--minutes 12] [--models DIR] [--stage all|train|eval] [--traces DIR ...] [--folds FAMILY ...]
+        [--jobs 2] [--options] [--quick]
 
 Protocol (nothing is tuned on the family a fold is judged on):
 
 1. The five real families of ``../shared/data/traces``: ``fcc`` and ``hsdpa`` (Norway HSDPA, both
    in ``pensieve-train``), ``conext23-starlink-mobility``, ``conext23-starlink-roam``,
-   ``conext23-att``. For each family F (a *fold*), ``pf``'s exponent, window and planning prior
-   are tuned on the other four (``pf-tuned``, :func:`edgesplit.agents.classical_tuning.tune_pf`,
+   ``conext23-att`` (or the families of ``--traces DIR ...``: a folder is a family; a fold model
+   on disk is used only if it was trained on exactly the study's other families). For each family
+   F (a *fold*), ``pf``'s exponent, window and planning prior are tuned on the other four (``pf-tuned``, :func:`edgesplit.agents.classical_tuning.tune_pf`,
    episode seeds 7000+, disjoint from the evaluation seeds), and the learned tilt is trained on
    the other four on top of that rule
    (:func:`edgesplit.agents.learned_v1_training.train_es`, the config of
@@ -30,7 +32,8 @@ policy kept per fold and every option's selection score), ``results.md`` and
 ``rl_vs_classical.png`` to ``--out``; fold models to ``--models`` (default ``OUT/models``). With
 ``--options``, also ``options.csv``: a diagnostic that plays every option the selection chose
 among on the held-out episodes (it chooses nothing; :func:`option_diagnostics`).
-``--quick`` runs the whole pipeline on two small synthetic families in a few seconds (for tests).
+``--quick`` runs the whole pipeline on two small synthetic families (or ``--traces``) with tiny
+settings in a few seconds (for tests).
 """
 
 from __future__ import annotations
@@ -62,17 +65,25 @@ QUICK_TUNE = {"episodes": 1, "rounds": 2, "grid": {"exponent": (1.0, 4.0), "wind
               "progress": False}
 
 
-def real_families() -> list[Any]:
-    """The five real trace families of ``../shared/data/traces`` (``fcc`` and ``hsdpa`` from
-    ``pensieve-train``)."""
+def real_families(folders: Sequence[str | Path] | None = None) -> list[Any]:
+    """The trace families of ``folders`` (a folder is a family; Pensieve's holds ``fcc`` and
+    ``hsdpa``); ``None``: the five real families of ``../shared/data/traces``. At least two
+    families (a fold trains on the others), with distinct names."""
     from edgesplit.traces import load_families
 
-    folders = [TRACES / f for f in FOLDERS]
-    missing = [str(f) for f in folders if not f.is_dir()]
+    paths = [Path(f) for f in folders] if folders else [TRACES / f for f in FOLDERS]
+    missing = [str(f) for f in paths if not f.is_dir()]
     if missing:
-        raise FileNotFoundError(f"traces: {', '.join(missing)} not found (the study needs ../shared/data; "
-                                f"--quick runs without it)")
-    return list(load_families([str(f) for f in folders]))
+        hint = "" if folders else " (the study needs ../shared/data, or --traces DIR ...; --quick runs without it)"
+        raise FileNotFoundError(f"traces: {', '.join(missing)} not found{hint}")
+    fams = list(load_families([str(f) for f in paths]))
+    names = [f.name for f in fams]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"traces: two folders give the family name(s) {dup}; a family's name is its folder's name")
+    if len(fams) < 2:
+        raise ValueError(f"traces: leave-one-family-out needs at least 2 families, got {names}")
+    return fams
 
 
 def quick_families() -> list[Any]:
@@ -122,6 +133,7 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, can
         out = models / fold
         train = [f for f in families if f.name != fold]
         if (out / "model.json").is_file():
+            check_fold_model(models, fold, [f.name for f in train])
             if not more:
                 print(f"fold {fold}: model exists, kept ({out})", file=log)
                 continue
@@ -141,6 +153,24 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, can
         print(f"fold {fold}: pf-tuned = {params.to_json()}; training {len(candidates)} candidate(s) on it",
               file=log, flush=True)
         train_candidates(train, candidates, out, log=log, jobs=jobs)
+
+
+def check_fold_model(models: Path, fold: str, train_names: Sequence[str]) -> None:
+    """Raise ``ValueError`` unless ``models/<fold>/model`` was trained on exactly ``train_names``
+    (the study's other families): a fold model found on disk from a study with other families
+    (``--traces``) is never reused, and one that saw the fold's own family is never judged on it."""
+    import json
+
+    path = models / fold / "model.json"
+    trained = json.loads(path.read_text()).get("trained_on")
+    if not isinstance(trained, list):
+        raise ValueError(f"fold {fold}: {path} does not record the families it was trained on; "
+                         f"remove {path.parent} to retrain")
+    if fold in trained:
+        raise ValueError(f"fold {fold}: {path} was trained on {trained}, which includes the family it is judged on")
+    if set(trained) != set(train_names):
+        raise ValueError(f"fold {fold}: {path} was trained on {sorted(trained)}, not on this study's other families "
+                         f"{sorted(train_names)}; use another --models folder or remove {path.parent}")
 
 
 def fold_pf(models: Path, fold: str) -> dict[str, float]:
@@ -173,6 +203,8 @@ def evaluate_folds(families: Sequence[Any], folds: Sequence[str], models: Path, 
                                                                          "total_time_s", "wall_s"])
     have = {(r.family, r.policy, int(r.episode)) for r in done.itertuples()}
     rows = done.to_dict("records")
+    for fold in folds:
+        check_fold_model(models, fold, [f.name for f in families if f.name != fold])
     for fold in folds:
         env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=n_devices, traces=[by_name[fold]], rounds=rounds)
         policies = []
@@ -423,7 +455,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="results/rl_vs_classical", help="output folder")
     ap.add_argument("--models", default=None, help="fold models folder (default OUT/models); existing folds are reused")
     ap.add_argument("--stage", choices=("all", "train", "eval"), default="all", help="train the folds, evaluate, or both")
-    ap.add_argument("--folds", nargs="*", default=None, help="families to hold out (default: all five)")
+    ap.add_argument("--traces", nargs="+", default=None, metavar="DIR",
+                    help="trace folders, one family each (Pensieve's folder holds fcc and hsdpa); default: the "
+                    "five real families of ../shared/data/traces. Each fold trains on all the other families: "
+                    "to judge a family of your own on a policy trained on ours, add its folder and --folds NAME")
+    ap.add_argument("--folds", nargs="*", default=None, help="families to hold out (default: all of them)")
     ap.add_argument("--config", default=str(ROOT / "agents" / "hyperparams" / "edgesplit-dynamic-v1-learned.yml"),
                     help="training hyper-parameters (YAML)")
     ap.add_argument("--minutes", type=float, default=None,
@@ -451,14 +487,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = Path(args.models) if args.models else out / "models"
     try:
         if args.quick:
-            families = quick_families()
+            families = real_families(args.traces) if args.traces else quick_families()
             tiny = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1,
                             n_devices=4, horizon_s=900.0, minutes=1.0)
             tiny.tilt.hidden = 4
             candidates = [("raw", tiny), ("rank", dataclasses.replace(tiny, fitness="rank"))]
             classical, episodes, rounds, n_dev, reps = QUICK_CLASSICAL, 1, 2, 4, 50
         else:
-            families = real_families()
+            families = real_families(args.traces)
             candidates = [(n, dataclasses.replace(c, n_devices=args.n_devices)) for n, c in load_candidates(args.config)]
             classical, episodes, rounds, n_dev, reps = CLASSICAL_V1, args.episodes, args.rounds, args.n_devices, args.bootstrap
         if args.minutes is not None:
@@ -473,6 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.jobs < 1:
             raise ValueError(f"jobs: must be >= 1, got {args.jobs}")
         check_shared_split(candidates)
+        for fold in folds:  # fold models on disk: from this study's families only (checked before any work)
+            if (models / fold / "model.json").is_file():
+                check_fold_model(models, fold, [n for n in names if n != fold])
+            elif args.stage == "eval":
+                raise FileNotFoundError(f"fold {fold}: no model in {models / fold} (run --stage train first)")
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -488,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary.to_csv(out / "summary.csv", index=False)
     agg.to_csv(out / "aggregate.csv", index=False)
     meta = {"n_devices": n_dev, "rounds": rounds, "episodes": episodes, "seed": args.seed,
-            "note": "Quick mode: synthetic families, tiny training; the numbers mean nothing." if args.quick else ""}
+            "note": "Quick mode: tiny training and evaluation; the numbers mean nothing." if args.quick else ""}
     selection = fold_selection(models, folds)
     selection.to_csv(out / "selection.csv", index=False)
     (out / "results.md").write_text(markdown(summary, agg, meta, selection))

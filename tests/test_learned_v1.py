@@ -212,6 +212,31 @@ def test_policy_refuses_an_env_without_policy_view():
         LearnedV1Policy(model=TiltModel.zero()).reset(env, 0)
 
 
+def test_evaluating_a_learned_tilt_also_plays_its_backbone_as_a_classical_policy():
+    """The learned tilt is judged against its own backbone (pf with the tilt's exponent, window,
+    planning rates and prior, tuned on its training families), so tuning pf is not credited to
+    learning; the zero tilt plays that rule (up to the tilt's share floor)."""
+    from edgesplit.agents.evaluation import backbone_of, evaluate, run_episode
+    from edgesplit.agents.policies import get_policy
+
+    cfg = TiltConfig(alpha=3.0, pf_window=6, plan_prior_s=600.0, context="mean")
+    zero = LearnedV1Policy(model=TiltModel.zero(cfg), name="zero")
+    bb = backbone_of(zero, interval_s=10.0)
+    assert bb.name == "pf-backbone"
+    pf = bb.v1
+    assert (pf.exponent, pf.window_s, pf.prior_s) == (3.0, 60.0, 600.0)
+    assert backbone_of(get_policy("pf")) is None
+    env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=4, traces=[_family()], rounds=2)
+    for seed in (0, 1):
+        t_zero = run_episode(env, zero, seed).total_time_s
+        assert t_zero == pytest.approx(run_episode(env, backbone_of(zero), seed).total_time_s, rel=5e-3)
+    summary, df = evaluate("learned", episodes=1, seed=0, n_devices=10, rounds=1)
+    assert "pf-backbone" in set(df["policy"]) and "pf-backbone" in summary["classical_ratio_to_oracle"]
+    shipped = get_policy("learned").v1.model.cfg
+    bb = backbone_of(get_policy("learned")).v1
+    assert (bb.exponent, bb.window_s) == (shipped.alpha, shipped.pf_window * 5.0)
+
+
 def test_es_training_runs_and_keeps_validation_best(tmp_path):
     cfg = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1, n_devices=3,
                    horizon_s=900.0, minutes=1.0)

@@ -61,3 +61,34 @@ def test_quick_study_end_to_end(tmp_path, capsys):
 def test_bad_fold_is_one_clear_error(tmp_path, capsys):
     assert rl_vs_classical.main(["--quick", "--out", str(tmp_path), "--folds", "nope"]) == 2
     assert "folds" in capsys.readouterr().err
+
+
+def test_study_runs_on_trace_folders_of_ones_own_and_never_reuses_a_fold_model_of_other_families(tmp_path, capsys):
+    """``--traces``: the study on any trace folders (here the Pensieve sample that ships: fcc and
+    hsdpa); a fold model on disk trained on other families than this study's is refused up front."""
+    import json
+    from pathlib import Path
+
+    pensieve = str(Path(rl_vs_classical.ROOT) / "edgesplit" / "data" / "traces" / "pensieve")
+    out = tmp_path / "study"
+    assert rl_vs_classical.main(["--quick", "--traces", pensieve, "--out", str(out)]) == 0
+    eps = pd.read_csv(out / "episodes.csv")
+    assert set(eps.family) == {"fcc", "hsdpa"}
+    for fam, other in (("fcc", "hsdpa"), ("hsdpa", "fcc")):
+        assert json.loads((out / "models" / fam / "model.json").read_text())["trained_on"] == [other]
+    # a third family of our own (a folder is a family): fcc's model was trained on hsdpa alone
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    src = sorted(Path(pensieve).glob("trace_*"))
+    for k, f in enumerate(src[:4]):
+        (extra / f"link-{k}.log").write_text(f.read_text())
+    capsys.readouterr()
+    assert rl_vs_classical.main(["--quick", "--traces", pensieve, str(extra), "--out", str(out), "--stage", "eval"]) == 2
+    err = capsys.readouterr().err
+    assert "fold extra: no model" in err  # families are sorted by name: extra, fcc, hsdpa
+    assert rl_vs_classical.main(["--quick", "--traces", pensieve, str(extra), "--out", str(out), "--folds", "fcc"]) == 2
+    err = capsys.readouterr().err
+    assert "fold fcc: " in err and "trained on ['hsdpa'], not on this study's other families ['extra', 'hsdpa']" in err
+    # one folder is not a study
+    assert rl_vs_classical.main(["--quick", "--traces", str(extra), "--out", str(tmp_path / "one")]) == 2
+    assert "at least 2 families" in capsys.readouterr().err
