@@ -98,7 +98,19 @@ class ESConfig:
     """Seed of the split of each family's traces into training and validation traces
     (:func:`split_family`); ``None``: ``seed``. Candidates trained with different ES seeds share
     one split, so the selection batch is on traces none of them trained on."""
+    augment_warp: float = 1.0
+    """Domain randomisation of the *training* rounds (never of validation or selection rounds):
+    each family of a round plays its links ``w`` times faster, ``w`` log-uniform in
+    ``[1 / augment_warp, augment_warp]`` (1: off). See :func:`augmented_sequence`."""
+    augment_gamma: float = 1.0
+    """Likewise: each family of a round has its rates (per family mean) raised to a power ``g``,
+    log-uniform in ``[1 / augment_gamma, augment_gamma]``, renormalised to the family mean (more or
+    less bursty links, the same outages; 1: off)."""
     tilt: TiltConfig = field(default_factory=TiltConfig)
+
+    def augments(self) -> bool:
+        """Whether the training rounds are randomised (:attr:`augment_warp`, :attr:`augment_gamma`)."""
+        return self.augment_warp > 1.0 or self.augment_gamma > 1.0
 
     def split(self) -> int:
         """The seed of the train/validation split (``split_seed``, or ``seed`` when unset)."""
@@ -114,6 +126,10 @@ class ESConfig:
             raise ValueError(f"fitness: must be 'raw' or 'rank', got {self.fitness!r}")
         if int(self.history_rounds) < 1:
             raise ValueError(f"history_rounds: must be >= 1, got {self.history_rounds!r}")
+        for name in ("augment_warp", "augment_gamma"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 1.0 <= v <= 10.0):
+                raise ValueError(f"{name}: must be a number in [1, 10] (1 = off), got {v!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ESConfig":
@@ -149,6 +165,14 @@ class FamilyRates:
         c = np.interp(np.arange(n + 1, dtype=np.float64), edges, cum)
         return np.diff(c)
 
+    def power_mean(self, gamma: float) -> float:
+        """Mean over every second of the family's traces of ``(rate / family mean) ** gamma`` (cached)."""
+        cache = self.__dict__.setdefault("_power_means", {})
+        if gamma not in cache:
+            x = np.concatenate(self.rates) / self.mean_bps
+            cache[gamma] = float(np.mean(x ** gamma))
+        return cache[gamma]
+
     def sequence(self, rng: np.random.Generator, length: int, start: str = "random") -> np.ndarray:
         """``length`` seconds of a link: a random trace from a random offset, continued on other
         traces of the family (never looping the same one)."""
@@ -164,6 +188,35 @@ class FamilyRates:
             parts.append(self.rates[k])
             n += self.rates[k].size
         return np.concatenate(parts)[:length]
+
+
+AUGMENT_STEPS = 8
+"""Log-uniform augmentation factors are drawn on a grid of ``2 * AUGMENT_STEPS + 1`` values (so
+each family's power renormalisation is computed once per value)."""
+
+
+def augmented_sequence(rng: np.random.Generator, fam: FamilyRates, length: int, warp: float, gamma: float) -> np.ndarray:
+    """``length`` seconds of a link of ``fam`` with time running ``warp`` times as fast (second
+    ``t`` is second ``floor(t * warp)`` of a :meth:`FamilyRates.sequence`) and rates ``x`` (per
+    family mean) replaced by ``x ** gamma / mean(x ** gamma)``, the mean over every second of the
+    family's traces: the family mean is kept, outages stay outages, fades deepen (``gamma > 1``)
+    or flatten. ``warp = gamma = 1``: the plain sequence."""
+    raw = fam.sequence(rng, int(math.ceil(length * warp)) + 1)
+    if warp != 1.0:
+        raw = raw[np.minimum((np.arange(length) * warp).astype(np.int64), raw.size - 1)]
+    raw = raw[:length]
+    if gamma == 1.0:
+        return raw
+    x = raw / fam.mean_bps
+    return fam.mean_bps * x ** gamma / fam.power_mean(gamma)
+
+
+def _log_uniform_grid(rng: np.random.Generator, top: float) -> float:
+    """A factor in ``[1 / top, top]``, log-uniform on the :data:`AUGMENT_STEPS` grid (1 when ``top == 1``)."""
+    if top <= 1.0:
+        return 1.0
+    k = int(rng.integers(-AUGMENT_STEPS, AUGMENT_STEPS + 1))
+    return float(top ** (k / AUGMENT_STEPS))
 
 
 def split_family(fam: Any, val_fraction: float, seed: int = 0) -> tuple[FamilyRates, FamilyRates]:
@@ -198,9 +251,12 @@ class RoundBatch:
 
 
 def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: int, cfg: ESConfig,
-                  env: Any, k_windows: int) -> RoundBatch:
+                  env: Any, k_windows: int, augment: bool = False) -> RoundBatch:
     """``M`` rounds as the simulator plays them (see module doc); ``env`` is an
-    ``EdgeSplitDynamic-v1`` instance used only for its scenario generator."""
+    ``EdgeSplitDynamic-v1`` instance used only for its scenario generator. ``augment`` (training
+    rounds only): each family of a round gets its own time warp and power
+    (:func:`augmented_sequence`, ``cfg.augment_warp``, ``cfg.augment_gamma``); without it, or
+    with both at 1, no random number is drawn for it (the rounds are those of before)."""
     from edgesplit.schedulers import get_scheduler
 
     exact = get_scheduler("exact")
@@ -221,7 +277,15 @@ def sample_rounds(rng: np.random.Generator, families: Sequence[FamilyRates], M: 
             fams = [families[int(rng.integers(len(families)))]] * N
         else:
             fams = [families[int(rng.integers(len(families)))] for _ in range(N)]
-        seqs = np.stack([f.sequence(rng, Lp + S) * (nominal[i] / f.mean_bps) for i, f in enumerate(fams)])
+        if augment and cfg.augments():
+            draws: dict[int, tuple[float, float]] = {}
+            for f in fams:
+                if id(f) not in draws:
+                    draws[id(f)] = (_log_uniform_grid(rng, cfg.augment_warp), _log_uniform_grid(rng, cfg.augment_gamma))
+            seqs = np.stack([augmented_sequence(rng, f, Lp + S, *draws[id(f)]) * (nominal[i] / f.mean_bps)
+                             for i, f in enumerate(fams)])
+        else:
+            seqs = np.stack([f.sequence(rng, Lp + S) * (nominal[i] / f.mean_bps) for i, f in enumerate(fams)])
         pre, R = seqs[:, :Lp], seqs[:, Lp:]
         if Lp > 0:
             mean_rate = pre.mean(axis=1)
@@ -446,7 +510,7 @@ def train_es(families: Sequence[Any], cfg: ESConfig, out: str | Path | None = No
         best = (validate(theta), theta.copy(), 0)
     try:
         for g in range(cfg.generations):
-            batch = sample_rounds(rng, train_f, cfg.batch_rounds, cfg, env, k_windows)
+            batch = sample_rounds(rng, train_f, cfg.batch_rounds, cfg, env, k_windows, augment=True)
             eps = rng.normal(0.0, 1.0, (cfg.population, P))
             cands = np.concatenate([np.zeros((1, P)), theta[None], theta + cfg.sigma * eps, theta - cfg.sigma * eps])
             T = np.log(simulate(batch, cands, cfg))
@@ -576,7 +640,7 @@ def check_shared_split(candidates: Sequence[tuple[str, ESConfig]]) -> None:
 
 
 REUSE_FIELDS = ("seed", "val_fraction", "generations", "population", "sigma", "lr", "batch_rounds", "fitness",
-                "n_devices", "interval_s")
+                "n_devices", "interval_s", "augment_warp", "augment_gamma")
 """Settings a reused candidate (:func:`train_candidates`) must have been trained with."""
 
 

@@ -422,3 +422,58 @@ def test_candidates_may_not_validate_on_the_selection_rounds():
 def test_es_config_rejects_bad_seeds(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ESConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"augment_warp": 0.5}, {"augment_gamma": 11.0}, {"augment_warp": True},
+                                 {"augment_gamma": "2"}])
+def test_es_config_rejects_bad_augmentation(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ESConfig(**bad)
+
+
+def test_augmented_sequences_warp_time_and_reshape_rates_but_keep_the_family_mean():
+    from edgesplit.agents.learned_v1_training import FamilyRates, augmented_sequence
+
+    fam = _family()
+    fr = FamilyRates(fam.name, fam.traces, fam.mean_bps)
+    plain = fr.sequence(np.random.default_rng(4), 401)
+    assert np.array_equal(augmented_sequence(np.random.default_rng(4), fr, 200, 1.0, 1.0), plain[:200])
+    warped = augmented_sequence(np.random.default_rng(4), fr, 200, 2.0, 1.0)
+    assert np.array_equal(warped, plain[0:400:2])  # time runs twice as fast
+    slow = augmented_sequence(np.random.default_rng(4), fr, 200, 0.5, 1.0)
+    assert np.array_equal(slow, np.repeat(plain[:100], 2))
+    # the power keeps zeros at zero, keeps the order of the rates and the family mean on average
+    zeroed = FamilyRates(fam.name, fam.traces, fam.mean_bps)
+    zeroed.rates = [np.where(np.arange(r.size) % 7 == 0, 0.0, r) for r in zeroed.rates]
+    b = augmented_sequence(np.random.default_rng(5), zeroed, 300, 1.0, 2.0)
+    a = zeroed.sequence(np.random.default_rng(5), 301)[:300]
+    assert np.array_equal(b == 0, a == 0)
+    assert np.array_equal(np.argsort(a, kind="stable"), np.argsort(b, kind="stable"))
+    allx = np.concatenate(zeroed.rates)
+    assert np.mean(fam.mean_bps * (allx / fam.mean_bps) ** 2 / zeroed.power_mean(2.0)) == pytest.approx(fam.mean_bps)
+
+
+def test_augmentation_randomises_training_rounds_only_and_is_recorded(tmp_path):
+    from edgesplit.agents.learned_v1_training import FamilyRates, check_reusable, sample_rounds
+
+    fam = _family()
+    fr = [FamilyRates(fam.name, fam.traces, fam.mean_bps)]
+    env = gym.make("edgesplit/EdgeSplitDynamic-v1", n_devices=3, traces=[fam]).unwrapped
+    off = ESConfig(n_devices=3, horizon_s=300.0)
+    on = ESConfig(n_devices=3, horizon_s=300.0, augment_warp=3.0, augment_gamma=2.0)
+    base = sample_rounds(np.random.default_rng(0), fr, 3, off, env, 6)
+    # off, or not asked for (validation and selection rounds): the very same rounds
+    for cfg, aug in ((off, True), (on, False)):
+        again = sample_rounds(np.random.default_rng(0), fr, 3, cfg, env, 6, augment=aug)
+        assert np.array_equal(again.R, base.R) and np.array_equal(again.plan_shares, base.plan_shares)
+    assert not np.array_equal(sample_rounds(np.random.default_rng(0), fr, 3, on, env, 6, augment=True).R, base.R)
+    cfg = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1, n_devices=3,
+                   horizon_s=600.0, minutes=1.0, augment_warp=2.0)
+    cfg.tilt.hidden = 4
+    model, _ = train_es([fam, TraceFamily("synthetic-u", tuple(synthetic_traces(3, 600.0, seed=6)))], cfg, tmp_path)
+    assert model.meta["es"]["augment_warp"] == 2.0 and model.meta["es"]["augment_gamma"] == 1.0
+    check_reusable("a", model, cfg)
+    import dataclasses
+
+    with pytest.raises(ValueError, match="augment_warp"):
+        check_reusable("a", model, dataclasses.replace(cfg, augment_warp=1.0))
