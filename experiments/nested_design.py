@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="three small synthetic families, tiny settings (seconds)")
     args = ap.parse_args(argv)
     from edgesplit.agents.learned_v1_training import ESConfig, load_candidates
-    from experiments.rl_vs_classical import real_families
+    from .rl_vs_classical import real_families
 
     out = Path(args.out)
     try:
