@@ -831,6 +831,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "2 on a 2-core machine); the models are the same as with 1")
     ap.add_argument("--minutes", type=float, default=None, help="override the wall-clock budget (per candidate)")
     ap.add_argument("--generations", type=int, default=None, help="override the number of generations")
+    ap.add_argument("--augment-warp", type=float, default=None, help="override every candidate's augment_warp "
+                    "(randomised training rounds: time warp up to this factor; 1 = off)")
+    ap.add_argument("--augment-gamma", type=float, default=None, help="override every candidate's augment_gamma "
+                    "(randomised training rounds: rate power up to this factor; 1 = off)")
     ap.add_argument("--init", default=None, help="continue from a saved tilt (same config; first candidate only)")
     ap.add_argument("--backbone", choices=("tuned", "config"), default="tuned",
                     help="tuned (default): tune pf's exponent, window and planning prior on the training families "
@@ -840,7 +844,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         cands = load_candidates(args.config)
-        over = {k: v for k, v in (("minutes", args.minutes), ("generations", args.generations)) if v is not None}
+        over = {k: v for k, v in (("minutes", args.minutes), ("generations", args.generations),
+                                  ("augment_warp", args.augment_warp), ("augment_gamma", args.augment_gamma))
+                if v is not None}
         cands = [(n, dataclasses.replace(c, **over)) for n, c in cands]
         if args.seed is not None:
             cands = reseed(cands, args.seed)

@@ -464,6 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="training hyper-parameters (YAML)")
     ap.add_argument("--minutes", type=float, default=None,
                     help="wall-clock cap per candidate and fold (overrides the config; generations bound it too)")
+    ap.add_argument("--augment-warp", type=float, default=None, help="override every candidate's augment_warp "
+                    "(randomised training rounds, protocol v4; 1 = off)")
+    ap.add_argument("--augment-gamma", type=float, default=None, help="override every candidate's augment_gamma "
+                    "(randomised training rounds, protocol v4; 1 = off)")
     ap.add_argument("--episodes", type=int, default=24, help="evaluation episodes per family (default 24)")
     ap.add_argument("--tune-episodes", type=int, default=8,
                     help="episodes per training family and grid point when tuning pf per fold (default 8)")
@@ -497,8 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             families = real_families(args.traces)
             candidates = [(n, dataclasses.replace(c, n_devices=args.n_devices)) for n, c in load_candidates(args.config)]
             classical, episodes, rounds, n_dev, reps = CLASSICAL_V1, args.episodes, args.rounds, args.n_devices, args.bootstrap
-        if args.minutes is not None:
-            candidates = [(n, dataclasses.replace(c, minutes=args.minutes)) for n, c in candidates]
+        over = {k: v for k, v in (("minutes", args.minutes), ("augment_warp", args.augment_warp),
+                                  ("augment_gamma", args.augment_gamma)) if v is not None}
+        candidates = [(n, dataclasses.replace(c, **over)) for n, c in candidates]
         names = [f.name for f in families]
         folds = args.folds or names
         bad = [f for f in folds if f not in names]

@@ -92,3 +92,16 @@ def test_study_runs_on_trace_folders_of_ones_own_and_never_reuses_a_fold_model_o
     # one folder is not a study
     assert rl_vs_classical.main(["--quick", "--traces", str(extra), "--out", str(tmp_path / "one")]) == 2
     assert "at least 2 families" in capsys.readouterr().err
+
+
+def test_augmentation_flags_reach_every_candidate_and_bad_values_are_refused(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "aug"
+    assert rl_vs_classical.main(["--quick", "--out", str(out), "--stage", "train", "--folds", "synthetic-a",
+                                 "--augment-warp", "2", "--augment-gamma", "1.5"]) == 0
+    for cand in ("raw", "rank"):
+        es = json.loads((out / "models" / "synthetic-a" / cand / "model.json").read_text())["es"]
+        assert (es["augment_warp"], es["augment_gamma"]) == (2.0, 1.5)
+    assert rl_vs_classical.main(["--quick", "--out", str(tmp_path / "bad"), "--augment-warp", "0.5"]) == 2
+    assert "augment_warp: must be a number in [1, 10]" in capsys.readouterr().err
