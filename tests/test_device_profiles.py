@@ -67,6 +67,17 @@ def independent_compute(s: Scenario) -> np.ndarray:
     return out
 
 
+def equal_finish_time(a: np.ndarray, w: np.ndarray) -> float:
+    """The smallest round time ``T`` with ``sum w / (T - a) <= 1`` (compute seconds ``a``, transfer
+    seconds ``w`` on the whole band): the best shares for fixed cuts, by plain bisection (no shared
+    solver)."""
+    lo, hi = float(np.max(a + w)), float(np.max(a) + np.sum(w))
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if np.sum(w / (mid - a)) <= 1.0 else (mid, hi)
+    return hi
+
+
 def brute_force(s: Scenario, A: np.ndarray, cm: CostModel) -> float:
     """Every combination of feasible cuts, optimal shares by plain bisection (no shared solver)."""
     best = math.inf
@@ -75,11 +86,7 @@ def brute_force(s: Scenario, A: np.ndarray, cm: CostModel) -> float:
         idx = np.array(combo) - 1
         a = A[np.arange(s.n_devices), idx]
         v = cm.traffic_bits[np.arange(s.n_devices), idx]
-        lo, hi = float(np.max(a + v / r)), float(np.max(a) + np.sum(v / r))
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (lo, mid) if np.sum(v / (r * (mid - a))) <= 1.0 else (mid, hi)
-        best = min(best, hi)
+        best = min(best, equal_finish_time(a, v / r))
     return best
 
 
@@ -114,10 +121,7 @@ def paper_alternating(cm: CostModel, A: np.ndarray) -> float:
             break
         a = A[np.arange(n), cuts]
         v = cm.traffic_bits[np.arange(n), cuts] / r
-        lo, hi = float(np.max(a + v)), float(np.max(a) + v.sum())
-        for _ in range(200):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (lo, mid) if np.sum(v / (mid - a)) <= 1.0 else (mid, hi)
+        hi = equal_finish_time(a, v)
         shares = v / (hi - a)
         shares /= shares.sum()
         best = min(best, float(np.max(a + v / shares)))
