@@ -111,13 +111,22 @@ def _inner_job(train: Sequence[Any], judged: Sequence[Any], designs: dict[str, A
 
 def decide(inner: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Per fold F: the mean inner score of each design over F's inner folds (``(S, g)`` with
-    ``S + g`` = every family but F), their difference and the design chosen (the lower mean)."""
+    ``S + g`` = every family but F, ``S`` of ``len(names) - 2`` families), their difference and the
+    design chosen (the lower mean). Rows of other families are ignored; a fold without all its
+    ``len(names) - 1`` inner folds scored for both designs raises ``ValueError``."""
     rows = []
+    known = set(names)
     for fold in names:
-        sel = inner[(inner["judged"] != fold) & ~inner["train"].str.split("+").apply(lambda s: fold in s)]
+        others = known - {fold}
+        parts = inner["train"].str.split("+").apply(set)
+        mask = [p | {j} == others and len(p) == len(names) - 2 and j not in p
+                for p, j in zip(parts, inner["judged"])]
+        sel = inner[mask]
         piv = sel.pivot_table(index=["train", "judged"], columns="design", values="log_ratio_vs_pf")
-        if not set(DESIGNS) <= set(piv.columns) or piv.empty:
-            continue
+        if not set(DESIGNS) <= set(piv.columns) or len(piv.dropna()) != len(names) - 1:
+            raise ValueError(f"fold {fold}: {len(piv)} of its {len(names) - 1} inner folds are scored for both "
+                             f"designs; run the missing training sets first")
+        piv = piv.dropna()
         diff = piv["augmented"] - piv["plain"]
         rows.append({"fold": fold, "inner_folds": int(len(piv)), "plain": float(piv["plain"].mean()),
                      "augmented": float(piv["augmented"].mean()), "augmented_minus_plain": float(diff.mean()),
@@ -187,13 +196,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             cands = dict(load_candidates(args.config))
             if args.candidate not in cands:
                 raise ValueError(f"candidate: {args.candidate!r} is not in {args.config}; known: {sorted(cands)}")
-            if args.generations < 1 or args.rounds < 1:
-                raise ValueError("generations and rounds: must be >= 1")
+            for field, v in (("generations", args.generations), ("rounds", args.rounds),
+                             ("tune-episodes", args.tune_episodes)):
+                if v < 1:
+                    raise ValueError(f"--{field}: must be an integer >= 1, got {v}")
             cfg = dataclasses.replace(cands[args.candidate], generations=args.generations)
             rounds, tune = args.rounds, {"episodes": args.tune_episodes}
         if len(families) < 3:
             raise ValueError(f"traces: an inner leave-one-family-out needs at least 3 families, got "
                              f"{[f.name for f in families]}")
+        bad = [f.name for f in families if "+" in f.name]
+        if bad:
+            raise ValueError(f"traces: family names may not contain '+' (it joins a training set's names), got {bad}")
         if args.jobs < 1:
             raise ValueError(f"jobs: must be >= 1, got {args.jobs}")
         designs = design_configs(cfg, args.augment_warp, args.augment_gamma)
@@ -202,6 +216,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     names = [f.name for f in families]
+    # what the scores in OUT were made with: a run with other settings or families never reuses them
+    import json
+
+    settings = {"families": names, "candidate": "quick" if args.quick else args.candidate,
+                "generations": cfg.generations, "augment_warp": args.augment_warp,
+                "augment_gamma": args.augment_gamma, "rounds": rounds, "seed": args.seed,
+                "tune_episodes": tune.get("episodes")}
+    spath = out / "settings.json"
+    if spath.is_file():
+        saved = json.loads(spath.read_text())
+        diff = {k: {"saved": saved.get(k), "now": v} for k, v in settings.items() if saved.get(k) != v}
+        if diff:
+            print(f"error: {out} holds scores made with other settings {diff}; use another --out", file=sys.stderr)
+            return 2
+    else:
+        spath.write_text(json.dumps(settings, indent=2) + "\n")
     jobs = []
     for k, train_names in enumerate(itertools.combinations(names, len(names) - 2)):
         train = [f for f in families if f.name in train_names]

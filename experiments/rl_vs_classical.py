@@ -133,7 +133,7 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, can
         out = models / fold
         train = [f for f in families if f.name != fold]
         if (out / "model.json").is_file():
-            check_fold_model(models, fold, [f.name for f in train])
+            check_fold_model(models, fold, [f.name for f in train], candidates)
             if not more:
                 print(f"fold {fold}: model exists, kept ({out})", file=log)
                 continue
@@ -155,11 +155,19 @@ def train_folds(families: Sequence[Any], folds: Sequence[str], models: Path, can
         train_candidates(train, candidates, out, log=log, jobs=jobs)
 
 
-def check_fold_model(models: Path, fold: str, train_names: Sequence[str]) -> None:
-    """Raise ``ValueError`` unless ``models/<fold>/model`` was trained on exactly ``train_names``
-    (the study's other families): a fold model found on disk from a study with other families
-    (``--traces``) is never reused, and one that saw the fold's own family is never judged on it."""
+def check_fold_model(models: Path, fold: str, train_names: Sequence[str],
+                     candidates: Sequence[tuple[str, Any]] = ()) -> None:
+    """Raise ``ValueError`` unless ``models/<fold>/model`` (and its ``pf.json``) was trained on
+    exactly ``train_names`` (the study's other families): a fold model found on disk from a study
+    with other families (``--traces``) is never reused, and one that saw the fold's own family is
+    never judged on it. With ``candidates`` (when training), every candidate trained in the fold
+    must also have the ES settings the study would train it with
+    (:func:`~edgesplit.agents.learned_v1_training.check_reusable`, the network aside), so an
+    override such as ``--augment-warp`` is never silently ignored for a fold that exists."""
     import json
+
+    from edgesplit.agents.learned_v1 import TiltModel
+    from edgesplit.agents.learned_v1_training import check_reusable
 
     path = models / fold / "model.json"
     trained = json.loads(path.read_text()).get("trained_on")
@@ -171,6 +179,18 @@ def check_fold_model(models: Path, fold: str, train_names: Sequence[str]) -> Non
     if set(trained) != set(train_names):
         raise ValueError(f"fold {fold}: {path} was trained on {sorted(trained)}, not on this study's other families "
                          f"{sorted(train_names)}; use another --models folder or remove {path.parent}")
+    pf = models / fold / "pf.json"
+    if pf.is_file() and set(json.loads(pf.read_text()).get("tuned_on") or []) != set(train_names):
+        raise ValueError(f"fold {fold}: {pf} was tuned on {json.loads(pf.read_text()).get('tuned_on')}, not on "
+                         f"{sorted(train_names)}; remove {path.parent} to train the fold again")
+    for name, cfg in candidates:
+        sub = models / fold / name / "model.json"
+        if sub.is_file():
+            try:
+                check_reusable(name, TiltModel.load(sub.with_suffix("")), cfg, network=False)
+            except ValueError as exc:
+                raise ValueError(f"fold {fold}: {exc} (the fold's model exists; use another --models folder, "
+                                 f"or --stage eval to evaluate it as it is)") from None
 
 
 def fold_pf(models: Path, fold: str) -> dict[str, float]:
@@ -341,8 +361,10 @@ def fold_selection(models: Path, folds: Sequence[str]) -> pd.DataFrame:
             continue
         meta = json.loads(path.read_text())
         scores = meta.get("selection_log_ratio_vs_pf") or meta.get("selected_from") or {}
+        es = meta.get("es") or ((meta.get("member_meta") or [{}])[0].get("es") or {})
         rows.append({"family": fold, "kept": meta.get("selected", meta.get("candidate")),
                      "selection_rounds": meta.get("selection_rounds"),
+                     "augment_warp": es.get("augment_warp", 1.0), "augment_gamma": es.get("augment_gamma", 1.0),
                      **{f"score[{k}]": round(float(v), 5) for k, v in scores.items()}})
     return pd.DataFrame(rows)
 
@@ -516,7 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_shared_split(candidates)
         for fold in folds:  # fold models on disk: from this study's families only (checked before any work)
             if (models / fold / "model.json").is_file():
-                check_fold_model(models, fold, [n for n in names if n != fold])
+                check_fold_model(models, fold, [n for n in names if n != fold],
+                                 candidates if args.stage in ("all", "train") else ())
             elif args.stage == "eval":
                 raise FileNotFoundError(f"fold {fold}: no model in {models / fold} (run --stage train first)")
     except (ValueError, FileNotFoundError) as exc:

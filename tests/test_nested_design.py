@@ -54,3 +54,20 @@ def test_nested_design_needs_three_families(tmp_path, capsys):
     pensieve = str(Path(nested_design.ROOT) / "edgesplit" / "data" / "traces" / "pensieve")
     assert nested_design.main(["--traces", pensieve, "--out", str(tmp_path / "x")]) == 2
     assert "at least 3 families" in capsys.readouterr().err
+
+
+def test_scores_made_with_other_settings_are_never_reused_and_missing_inner_folds_are_refused(tmp_path, capsys):
+    import pytest
+
+    out = tmp_path / "nested"
+    assert nested_design.main(["--quick", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert nested_design.main(["--quick", "--out", str(out), "--augment-warp", "5"]) == 2
+    assert "other settings" in capsys.readouterr().err and "augment_warp" in (out / "settings.json").read_text()
+    inner = pd.read_csv(out / "inner.csv")
+    names = ["synthetic-a", "synthetic-b", "synthetic-c"]
+    with pytest.raises(ValueError, match="fold synthetic-a: 1 of its 2 inner folds"):
+        nested_design.decide(inner[~((inner.train == "synthetic-b") & (inner.judged == "synthetic-c"))], names)
+    # rows of a family outside the study change nothing
+    extra = inner.assign(train="synthetic-a+zz", log_ratio_vs_pf=-9.0)
+    assert nested_design.decide(pd.concat([inner, extra]), names).equals(nested_design.decide(inner, names))

@@ -103,5 +103,14 @@ def test_augmentation_flags_reach_every_candidate_and_bad_values_are_refused(tmp
     for cand in ("raw", "rank"):
         es = json.loads((out / "models" / "synthetic-a" / cand / "model.json").read_text())["es"]
         assert (es["augment_warp"], es["augment_gamma"]) == (2.0, 1.5)
+    # the fold exists: training it again without the override is refused (never silently kept) ...
+    capsys.readouterr()
+    assert rl_vs_classical.main(["--quick", "--out", str(out), "--stage", "train", "--folds", "synthetic-a"]) == 2
+    err = capsys.readouterr().err
+    assert "fold synthetic-a: candidate raw: trained with other settings" in err and "augment_warp" in err
+    # ... while evaluating it as it is works, and the selection table says how it was trained
+    assert rl_vs_classical.main(["--quick", "--out", str(out), "--stage", "eval", "--folds", "synthetic-a"]) == 0
+    sel = pd.read_csv(out / "selection.csv")
+    assert (sel.augment_warp == 2.0).all() and (sel.augment_gamma == 1.5).all()
     assert rl_vs_classical.main(["--quick", "--out", str(tmp_path / "bad"), "--augment-warp", "0.5"]) == 2
     assert "augment_warp: must be a number in [1, 10]" in capsys.readouterr().err
