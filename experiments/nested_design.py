@@ -43,8 +43,6 @@ import pandas as pd  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGNS = ("plain", "augmented")
-QUICK_TUNE = {"episodes": 1, "rounds": 2, "grid": {"exponent": (1.0, 4.0), "window_s": (60.0,), "prior_s": (0.0,)},
-              "progress": False}
 
 
 def subset_name(names: Sequence[str]) -> str:
@@ -177,19 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="training sets at once, one process each")
     ap.add_argument("--quick", action="store_true", help="three small synthetic families, tiny settings (seconds)")
     args = ap.parse_args(argv)
-    from edgesplit.agents.learned_v1_training import ESConfig, load_candidates
-    from .rl_vs_classical import real_families
+    from edgesplit.agents.learned_v1_training import load_candidates
+    from .rl_vs_classical import QUICK_TUNE, quick_config, quick_families, real_families
 
     out = Path(args.out)
     try:
         if args.quick:
-            from edgesplit.traces import TraceFamily, synthetic_traces
-
-            families = [TraceFamily(f"synthetic-{c}", tuple(synthetic_traces(n_traces=4, duration_s=600.0, seed=s)))
-                        for c, s in (("a", 11), ("b", 22), ("c", 33))]
-            cfg = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1, n_devices=4,
-                           horizon_s=900.0, minutes=1.0)
-            cfg.tilt.hidden = 4
+            families, cfg = quick_families(3), quick_config()
             rounds, tune = 4, QUICK_TUNE
         else:
             families = real_families(args.traces)

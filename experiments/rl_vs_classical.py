@@ -86,12 +86,22 @@ def real_families(folders: Sequence[str | Path] | None = None) -> list[Any]:
     return fams
 
 
-def quick_families() -> list[Any]:
-    """Two small synthetic families (for ``--quick`` and tests)."""
+def quick_families(n: int = 2) -> list[Any]:
+    """``n`` (at most 3) small synthetic families ``synthetic-a``, ``-b``, ... (for ``--quick`` and tests)."""
     from edgesplit.traces import TraceFamily, synthetic_traces
 
     return [TraceFamily(f"synthetic-{c}", tuple(synthetic_traces(n_traces=4, duration_s=600.0, seed=s)))
-            for c, s in (("a", 11), ("b", 22))]
+            for c, s in (("a", 11), ("b", 22), ("c", 33))[:n]]
+
+
+def quick_config() -> Any:
+    """The tiny ES settings of ``--quick`` (seconds; the numbers mean nothing)."""
+    from edgesplit.agents.learned_v1_training import ESConfig
+
+    tiny = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1, n_devices=4,
+                    horizon_s=900.0, minutes=1.0)
+    tiny.tilt.hidden = 4
+    return tiny
 
 
 def play(env: Any, policy: Any, seed: int) -> float:
@@ -506,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import dataclasses
 
-    from edgesplit.agents.learned_v1_training import ESConfig, check_shared_split, load_candidates
+    from edgesplit.agents.learned_v1_training import check_shared_split, load_candidates
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -514,9 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.quick:
             families = real_families(args.traces) if args.traces else quick_families()
-            tiny = ESConfig(population=2, batch_rounds=2, generations=2, val_rounds=2, eval_every=1,
-                            n_devices=4, horizon_s=900.0, minutes=1.0)
-            tiny.tilt.hidden = 4
+            tiny = quick_config()
             candidates = [("raw", tiny), ("rank", dataclasses.replace(tiny, fitness="rank"))]
             classical, episodes, rounds, n_dev, reps = QUICK_CLASSICAL, 1, 2, 4, 50
         else:
